@@ -1,0 +1,1 @@
+"""The `cvco-ipn` command: one module per command group, each with `register(subparsers)`."""

@@ -1,0 +1,40 @@
+"""`cvco-ipn`: the entry point. Each command module registers its sub-command and handler."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cli import demo, events, failed, form, serve, simulate, worker
+
+COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, events)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that keeps its usage error to one line (exit 2), as the contract asks."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse declares NoReturn
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cvco-ipn",
+        description="Chèque-Vacances Connect payment notifications: receive, process, inspect, replay.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Receives notifications: parse the body, authenticate (signature, shop, mode), queue durably, answer."""

@@ -1,0 +1,61 @@
+"""The form API signature (form-api.md §1), for forms, browser returns and notifications alike.
+
+Pure functions: no I/O, no settings lookup beyond the `ShopConfig` handed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Literal
+
+from schemas.settings import Algorithm, ShopConfig
+
+SIGNATURE_FIELD = "signature"
+
+SignatureVerdict = Literal["valid", "mismatch", "no_key"]
+
+
+def signed_string(fields: Mapping[str, str], key: str) -> str:
+    """The `+`-joined values of every `vads_` field, sorted by name in byte order, then the key."""
+    # str ordering is code-point ordering, identical to UTF-8 byte ordering, which is what the platform uses.
+    values = [fields[name] for name in sorted(fields) if name.startswith("vads_")]
+    values.append(key)
+    return "+".join(values)
+
+
+def compute_signature(fields: Mapping[str, str], key: str, algorithm: Algorithm) -> str:
+    """The `signature` value for these fields under this key and algorithm."""
+    message = signed_string(fields, key).encode("utf-8")
+    if algorithm == "HMAC-SHA-256":
+        digest = hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
+        return base64.b64encode(digest).decode("ascii")
+    return hashlib.sha1(message, usedforsecurity=False).hexdigest()
+
+
+def verify_signature(fields: Mapping[str, str], signature: str, shop: ShopConfig) -> SignatureVerdict:
+    """Check `signature` against the shop's key for the message's `vads_ctx_mode`, in constant time.
+
+    Every algorithm the shop accepts is tried, so a shop switching from SHA-1 to HMAC-SHA-256 keeps
+    working during the switch. Returns "no_key" when the shop has no key for that mode.
+    """
+    key = shop.key_for(fields.get("vads_ctx_mode", ""))
+    if key is None:
+        return "no_key"
+    claimed = signature.encode("utf-8")
+    matched = False
+    for algorithm in shop.algorithms:
+        expected = compute_signature(fields, key, algorithm).encode("ascii")
+        # no early exit: the time taken does not tell which algorithm matched
+        matched |= hmac.compare_digest(expected, claimed)
+    return "valid" if matched else "mismatch"
+
+
+def sign_fields(fields: Mapping[str, str], shop: ShopConfig, mode: str) -> str:
+    """Sign outgoing fields (a payment form, a simulated notification) with the shop's preferred algorithm."""
+    key = shop.key_for(mode)
+    if key is None:
+        raise ValueError(f"shop has no key for mode {mode}")
+    return compute_signature(fields, key, shop.algorithms[0])

@@ -1,0 +1,1 @@
+"""The vocabulary the receiver, the workers and the tools share: settings, notification, job, event."""

@@ -1,0 +1,45 @@
+"""What the receiver queues and the worker runs: one arq job per authenticated notification.
+
+Jobs are JSON, never pickle: the same `dumps`/`loads` are given to the receiver's pool and to the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict
+
+PROCESS_NOTIFICATION = "process_notification"
+"""The arq function name of the notification job."""
+
+
+class QueuedNotification(BaseModel):
+    """A notification exactly as received, with where and when it came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fields: dict[str, str]
+    received_at: datetime
+    client_ip: str
+    request_id: str
+
+
+def notification_job_id(fields: Mapping[str, str]) -> str:
+    """Same fields, same id: arq refuses a job whose id is already queued, so exact duplicates collapse."""
+    canonical = urlencode(sorted(fields.items())).encode("utf-8")
+    return "ipn:" + hashlib.sha256(canonical).hexdigest()
+
+
+def dumps(value: Any) -> bytes:
+    """arq's job serializer: compact JSON."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def loads(data: bytes) -> Any:
+    """arq's job deserializer."""
+    return json.loads(data)

@@ -1,0 +1,165 @@
+"""Configuration: one typed `Settings`, read from `CVCO_*` environment variables.
+
+Build it once per entry point with `load_settings()`; tests build `Settings(...)` with keyword arguments.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+Algorithm = Literal["HMAC-SHA-256", "SHA-1"]
+Mode = Literal["TEST", "PRODUCTION"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PLATFORM_URL = "https://sogecommerce.societegenerale.eu/vads-payment/"
+
+
+class ShopConfig(BaseModel):
+    """One shop (`vads_site_id`): its keys, the signature algorithms and the modes it accepts."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    test_key: SecretStr | None = None
+    production_key: SecretStr | None = None
+    algorithms: tuple[Algorithm, ...] = ("HMAC-SHA-256",)
+    modes: tuple[Mode, ...] = ("TEST", "PRODUCTION")
+
+    @model_validator(mode="after")
+    def _keys_for_modes(self) -> ShopConfig:
+        if not self.algorithms:
+            raise ValueError("algorithms must name at least one of HMAC-SHA-256, SHA-1")
+        if not self.modes:
+            raise ValueError("modes must name at least one of TEST, PRODUCTION")
+        for mode in self.modes:
+            if not self.key_for(mode):
+                raise ValueError(f"mode {mode} is accepted but its {mode.lower()}_key is missing or empty")
+        return self
+
+    def key_for(self, mode: str) -> str | None:
+        """The shop key for a `vads_ctx_mode`, or None when that mode has no key."""
+        secret = {"TEST": self.test_key, "PRODUCTION": self.production_key}.get(mode)
+        return secret.get_secret_value() if secret else None
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every `CVCO_*` variable of the contract, plus the project's own tunables (documented in the README)."""
+
+    model_config = SettingsConfigDict(env_prefix="CVCO_", extra="ignore", frozen=True)
+
+    # --- the contract's variables -------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    shops: Annotated[dict[str, ShopConfig], NoDecode] = Field(default_factory=dict)
+    stream: str = "cvco:events"
+    smtp_url: SecretStr | None = None
+    alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_from: str = "cvco-ipn@localhost"
+    session_timeout_s: int = Field(600, ge=1)
+    session_grace_s: int = Field(300, ge=0)
+    max_tries: int = Field(5, ge=1, le=100)
+    api_token: SecretStr | None = None
+    platform_url: str = DEFAULT_PLATFORM_URL
+
+    # --- the project's own tunables -----------------------------------------------------------------
+    queue_name: str = "cvco:queue"
+    redis_timeout_s: float = Field(2.0, gt=0, description="Redis slower than this means 503 at the receiver")
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
+    )
+    ipn_allowlist: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list, description="CIDRs allowed to POST /ipn; empty allows all"
+    )
+    stream_maxlen: int = Field(1_000_000, ge=1000, description="approximate cap of the event stream")
+    forensics_maxlen: int = Field(1000, ge=1, description="signature failures kept for forensics")
+    forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they are trimmed")
+    failed_max: int = Field(100_000, ge=10, description="parked jobs kept before the oldest are dropped")
+    alert_window_s: int = Field(900, ge=1, description="at most one mail per alert kind and shop per window")
+    sigfail_alert_threshold: int = Field(20, ge=1)
+    sigfail_alert_window_s: int = Field(300, ge=1)
+    queue_age_alert_s: int = Field(300, ge=1, description="oldest queued job older than this raises an alert")
+    job_timeout_s: int = Field(10, ge=1, description="arq job timeout: a killed worker's job returns after it")
+
+    @field_validator("shops", mode="before")
+    @classmethod
+    def _parse_shops(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not valid JSON ({e.msg} at character {e.pos})") from e
+            if not isinstance(value, dict):
+                raise ValueError('must be a JSON object: {"<8-digit shop id>": {"test_key": ...}}')
+        return value
+
+    @field_validator("shops")
+    @classmethod
+    def _shop_ids(cls, value: dict[str, ShopConfig]) -> dict[str, ShopConfig]:
+        for shop_id in value:
+            if not (len(shop_id) == 8 and shop_id.isascii() and shop_id.isdigit()):
+                raise ValueError(f"shop id {shop_id!r} is not the 8-digit vads_site_id")
+        return value
+
+    @field_validator("alert_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @field_validator("trusted_proxies", "ipn_allowlist", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("smtp://", "smtps://")):
+            raise ValueError("must look like smtp://host:port or smtps://user:pass@host:port")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class ConfigError(Exception):
+    """A configuration value is unusable; the message is one line naming the variable."""
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "CVCO_") -> str:
+    """One line: the first broken variable, by its environment name, and why."""
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    name = prefix + location[0].upper() if location else "configuration"
+    detail = ".".join(location[1:])
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{name}{'[' + detail + ']' if detail else ''}: {message}{more}"
+
+
+def load_settings(*, require_shops: bool = False) -> Settings:
+    """Settings from the environment; a bad value exits 2 with a one-line reason on stderr."""
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as e:
+        reason = describe_validation_error(e) if isinstance(e, ValidationError) else str(e)
+        sys.stderr.write(f"cvco-ipn: bad configuration: {reason}\n")
+        raise SystemExit(2) from None
+    if require_shops and not settings.shops:
+        sys.stderr.write("cvco-ipn: bad configuration: CVCO_SHOPS is not set; it names the shops and keys\n")
+        raise SystemExit(2)
+    return settings

@@ -1,0 +1,1 @@
+"""Plays the payment platform: realistic signed notifications, delivered with the platform's retries."""

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real Redis (flushed per test), a real SMTP server, a known test shop."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from schemas.settings import Settings, ShopConfig
+
+TEST_REDIS_URL = os.environ.get("CVCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SHOP_ID = "12345678"
+TEST_KEY = "1122334455667788"
+PRODUCTION_KEY = "8877665544332211"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def shop() -> ShopConfig:
+    return ShopConfig(
+        test_key=SecretStr(TEST_KEY),
+        production_key=SecretStr(PRODUCTION_KEY),
+        algorithms=("HMAC-SHA-256", "SHA-1"),
+        modes=("TEST", "PRODUCTION"),
+    )
+
+
+@pytest.fixture
+def settings(shop: ShopConfig) -> Settings:
+    """Settings pointing at the test Redis, with one shop that accepts both modes and algorithms."""
+    return Settings(redis_url=TEST_REDIS_URL, shops={SHOP_ID: shop}, stream="cvco:test-events")
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """The test database of the machine's Redis, empty at the start of each test."""
+    client = Redis.from_url(TEST_REDIS_URL)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@dataclass
+class MailBox:
+    """What the in-process SMTP server received."""
+
+    messages: list[Envelope] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802  # aiosmtpd's hook name
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    mailbox: MailBox
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free local port."""
+    mailbox = MailBox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SmtpServer("127.0.0.1", port, mailbox)
+    controller.stop()
