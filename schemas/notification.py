@@ -181,7 +181,9 @@ def parse_notification(fields: Mapping[str, str]) -> Notification:
         raise InvalidNotification("vads_trans_uuid", "must be 32 hexadecimal characters", trans_uuid)
     operation_type = _optional(fields, "vads_operation_type")
     if operation_type not in (None, "DEBIT", "CREDIT", "VERIFICATION"):
-        raise InvalidNotification("vads_operation_type", "must be DEBIT, CREDIT or VERIFICATION", operation_type)
+        raise InvalidNotification(
+            "vads_operation_type", "must be DEBIT, CREDIT or VERIFICATION", operation_type
+        )
     presentation = _optional(fields, "vads_presentation_date")
     return Notification(
         fields=dict(fields),

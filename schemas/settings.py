@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     sigfail_alert_threshold: int = Field(20, ge=1)
     sigfail_alert_window_s: int = Field(300, ge=1)
     queue_age_alert_s: int = Field(300, ge=1, description="oldest queued job older than this raises an alert")
-    job_timeout_s: int = Field(10, ge=1, description="arq job timeout: a killed worker's job returns after it")
+    job_timeout_s: int = Field(
+        10, ge=1, description="arq job timeout: a killed worker's job returns after it"
+    )
 
     @field_validator("shops", mode="before")
     @classmethod

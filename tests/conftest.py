@@ -61,7 +61,9 @@ class MailBox:
 
     messages: list[Envelope] = field(default_factory=list)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802  # aiosmtpd's hook name
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:  # aiosmtpd's hook name
         self.messages.append(envelope)
         return "250 OK"
 

@@ -1,0 +1,33 @@
+"""Where watched payment sessions live in Redis, shared by the form builder, the worker and the sweeper.
+
+- `cvco:sessions` (sorted set): member = payment key, score = deadline (epoch seconds).
+- `cvco:session:<payment key>` (string): the `PendingPayment` as JSON, expiring a day after the deadline.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from schemas.session import PendingPayment
+
+SESSIONS_KEY = "cvco:sessions"
+SESSION_RECORD_PREFIX = "cvco:session:"
+RECORD_TTL_AFTER_DEADLINE_S = 86400
+
+
+async def track_session(redis: Redis, pending: PendingPayment) -> bool:
+    """Start watching a session; a session already watched keeps its first deadline. True if new."""
+    record_key = SESSION_RECORD_PREFIX + pending.key
+    deadline = pending.deadline.timestamp()
+    ttl_ms = int((deadline - pending.trans_date.timestamp() + RECORD_TTL_AFTER_DEADLINE_S) * 1000)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(SESSIONS_KEY, {pending.key: deadline}, nx=True)
+        pipe.set(record_key, pending.model_dump_json(), px=max(ttl_ms, 1000), nx=True)
+        added, _ = await pipe.execute()
+    return bool(added)
+
+
+async def load_session(redis: Redis, key: str) -> PendingPayment | None:
+    """The watched session for a payment key, if any."""
+    raw = await redis.get(SESSION_RECORD_PREFIX + key)
+    return PendingPayment.model_validate_json(raw) if raw else None
