@@ -1,0 +1,134 @@
+"""The receiver's aiohttp application: `create_app(settings)`.
+
+Resources are `cleanup_ctx` generators (Redis client, then the job-writing task); every refusal is mapped
+to HTTP in `answer_middleware`, which also binds the correlation ids, times the request, counts its
+outcome and writes the one summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.asyncio import Redis
+
+from ingest import handlers
+from ingest.body import BodyError
+from ingest.enqueue import EnqueueUnavailable, JobWriter
+from ingest.metrics import Outcome, ReceiverMetrics
+from ingest.network import client_address
+from ingest.rejections import Rejected
+from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS, RequestContext
+from schemas.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+IPN_PATH = "/ipn"
+
+log = structlog.get_logger("ingest.request")
+
+_INTERNAL_ERROR: tuple[int, Outcome, str] = (500, "unavailable", "internal error")
+
+
+def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
+    """Status, outcome and one-line reason for a refusal a handler raised; None for a bug."""
+    match error:
+        case Rejected():
+            return error.status, error.outcome, error.reason
+        case BodyError():
+            return 400, "bad_request", str(error)
+        case EnqueueUnavailable():
+            return 503, "unavailable", "notification not stored, try again later"
+        case web.HTTPRequestEntityTooLarge():
+            return 413, "too_large", f"body over {MAX_BODY_BYTES // 1024} KiB"
+        case web.HTTPException():
+            # aiohttp's own refusals (404, 405, ...): same one-line plain text as ours
+            return error.status, "bad_request", error.reason
+    return None
+
+
+@web.middleware
+async def answer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind correlation ids, run the handler, map refusals to one-line answers, count and log the request."""
+    started = time.perf_counter()
+    settings = request.app[SETTINGS]
+    context = RequestContext(
+        request_id=uuid.uuid4().hex,
+        client_ip=client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
+        ),
+        received_at=datetime.now(UTC),
+    )
+    request[CONTEXT] = context
+    # keep-alive requests share one task: drop the previous request's ids first
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
+    try:
+        response = await handler(request)
+    except Exception as error:  # the one place where every failure becomes an HTTP answer
+        refusal = _refusal(error)
+        if refusal is None:
+            log.exception("request_failed", method=request.method, path=request.path)
+            refusal = _INTERNAL_ERROR
+        status, context.outcome, reason = refusal
+        response = web.Response(status=status, text=reason)
+    response.headers["X-Request-Id"] = context.request_id
+    latency_s = time.perf_counter() - started
+    is_ipn = request.path == IPN_PATH and request.method == "POST"
+    if is_ipn and context.outcome is not None:
+        metrics = request.app[METRICS]
+        metrics.requests.labels(context.outcome).inc()
+        metrics.request_seconds.observe(latency_s)
+    (log.info if is_ipn else log.debug)(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        outcome=context.outcome,
+        latency_ms=round(latency_s * 1000, 2),
+    )
+    return response
+
+
+async def _redis_client(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry_on_timeout=False,
+    )
+    app[REDIS] = redis
+    yield
+    await redis.aclose()
+
+
+async def _job_writer(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    writer = JobWriter(app[REDIS], settings.queue_name, settings.redis_timeout_s)
+    app[JOB_WRITER] = writer
+    task = asyncio.create_task(writer.run(), name="cvco-job-writer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The receiver: `POST /ipn`, `GET /healthz`, `GET /readyz`, `GET /metrics`."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = ReceiverMetrics()
+    app.cleanup_ctx.append(_redis_client)
+    app.cleanup_ctx.append(_job_writer)
+    app.router.add_post(IPN_PATH, handlers.receive_notification)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    return app

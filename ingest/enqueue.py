@@ -1,0 +1,142 @@
+"""Durable enqueue of notification jobs, in arq's own format, batched across concurrent requests.
+
+Each job is written as `ArqRedis.enqueue_job` writes it (`arq:job:<id>` with an expiry, then ZADD to the
+queue with score = enqueue time in ms, skipped when the job or its result already exists), but by one Lua
+script, so the check and the write are atomic in one round trip instead of WATCH/EXISTS/MULTI/EXEC.
+Requests arriving together share one pipeline: a single task drains the pending jobs, sends them at once,
+and answers each request only once Redis has acknowledged its own job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from schemas import job as job_schema
+from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
+
+MAX_BATCH = 256
+"""Jobs sent in one pipeline at most; more wait for the next round trip."""
+
+# KEYS: job key, result key, queue. ARGV: serialized job, expiry ms, job id, score.
+ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+return 1
+"""
+
+
+class EnqueueUnavailable(Exception):
+    """Redis did not acknowledge the job in time: nothing may be claimed to the sender."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationJob:
+    """One serialized arq job, ready to write."""
+
+    job_id: str
+    payload: bytes
+    enqueue_time_ms: int
+
+
+def build_job(
+    fields: Mapping[str, str], received_at: datetime, client_ip: str, request_id: str
+) -> NotificationJob:
+    """The arq job for a notification: `process_notification(QueuedNotification as JSON)`."""
+    notification = QueuedNotification(
+        fields=dict(fields), received_at=received_at, client_ip=client_ip, request_id=request_id
+    )
+    enqueue_time_ms = int(time.time() * 1000)
+    payload = serialize_job(
+        PROCESS_NOTIFICATION,
+        (notification.model_dump(mode="json"),),
+        {},
+        None,
+        enqueue_time_ms,
+        serializer=job_schema.dumps,
+    )
+    return NotificationJob(notification_job_id(fields), payload, enqueue_time_ms)
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: NotificationJob
+    answer: asyncio.Future[bool]
+
+
+class JobWriter:
+    """Writes jobs to the arq queue; `enqueue` returns True for a new job, False for a duplicate.
+
+    `run()` is the single batching task; start it once and cancel it at shutdown.
+    """
+
+    def __init__(self, redis: Redis, queue_name: str, timeout_s: float) -> None:
+        self._redis = redis
+        self._queue_name = queue_name
+        self._timeout_s = timeout_s
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+
+    async def enqueue(self, job: NotificationJob) -> bool:
+        """Wait until Redis holds this job (True) or already held it (False); else `EnqueueUnavailable`."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(job, answer))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(answer, self._timeout_s)
+        except TimeoutError:
+            raise EnqueueUnavailable(f"Redis did not answer within {self._timeout_s:g} s") from None
+
+    async def run(self) -> None:
+        """Drain pending jobs batch by batch until cancelled."""
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                    await self._write(batch)
+        finally:
+            for pending in self._pending:
+                if not pending.answer.done():
+                    pending.answer.set_exception(EnqueueUnavailable("the receiver is shutting down"))
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        live = [pending for pending in batch if not pending.answer.done()]
+        if not live:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for pending in live:
+                    job = pending.job
+                    pipe.execute_command(
+                        "EVAL",
+                        ENQUEUE_SCRIPT,
+                        3,
+                        job_key_prefix + job.job_id,
+                        result_key_prefix + job.job_id,
+                        self._queue_name,
+                        job.payload,
+                        expires_extra_ms,
+                        job.job_id,
+                        job.enqueue_time_ms,
+                    )
+                results = await asyncio.wait_for(pipe.execute(), self._timeout_s)
+        except (RedisError, OSError, TimeoutError) as e:
+            failure = EnqueueUnavailable(f"Redis unavailable: {type(e).__name__}")
+            for pending in live:
+                if not pending.answer.done():
+                    pending.answer.set_exception(failure)
+            return
+        for pending, written in zip(live, results, strict=True):
+            if not pending.answer.done():
+                pending.answer.set_result(bool(written))

@@ -1,0 +1,108 @@
+"""The receiver's routes, on the happy path: every refusal is raised and turned into HTTP by the middleware."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+
+from ingest.body import parse_form_body
+from ingest.enqueue import build_job
+from ingest.forensics import keep_signature_failure
+from ingest.network import is_allowed
+from ingest.rejections import Rejected
+from ingest.signature import SIGNATURE_FIELD, verify_signature
+from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def _check_form_content_type(request: web.Request) -> None:
+    if request.content_type != FORM_CONTENT_TYPE:
+        raise Rejected(400, "bad_request", f"content type must be {FORM_CONTENT_TYPE}")
+    charset = request.charset
+    if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise Rejected(400, "bad_request", "charset must be UTF-8")
+
+
+async def receive_notification(request: web.Request) -> web.Response:
+    """`POST /ipn`: authenticate the notification and answer 200 only once its job is in Redis."""
+    context = request[CONTEXT]
+    settings = request.app[SETTINGS]
+    if not is_allowed(context.client_ip, settings.ipn_allowlist):
+        raise Rejected(403, "forbidden", "address not allowed")
+    _check_form_content_type(request)
+    raw = await request.read()
+    fields = parse_form_body(raw)
+    signature = fields.get(SIGNATURE_FIELD)
+    shop_id = fields.get("vads_site_id")
+    if signature is None:
+        raise Rejected(400, "bad_request", "not a notification: no signature field")
+    if shop_id is None:
+        raise Rejected(400, "bad_request", "not a notification: no vads_site_id field")
+    structlog.contextvars.bind_contextvars(
+        shop_id=shop_id,
+        order_id=fields.get("vads_order_id"),
+        trans_uuid=fields.get("vads_trans_uuid"),
+        trans_id=fields.get("vads_trans_id"),
+    )
+    shop = settings.shops.get(shop_id)
+    if shop is None:
+        raise Rejected(403, "forbidden", "unknown vads_site_id")
+    if fields.get("vads_ctx_mode") not in shop.modes:
+        raise Rejected(403, "forbidden", "vads_ctx_mode not accepted for this shop")
+    verdict = verify_signature(fields, signature, shop)
+    if verdict == "no_key":
+        raise Rejected(403, "forbidden", "no key for this vads_ctx_mode")
+    metrics = request.app[METRICS]
+    if verdict == "mismatch":
+        metrics.signature_failures.labels(shop_id).inc()
+        await keep_signature_failure(
+            request.app[REDIS],
+            maxlen=settings.forensics_maxlen,
+            max_age_s=settings.forensics_max_age_s,
+            timeout_s=settings.redis_timeout_s,
+            shop_id=shop_id,
+            client_ip=context.client_ip,
+            request_id=context.request_id,
+            received_at=context.received_at,
+            body=raw,
+        )
+        raise Rejected(401, "bad_signature", "signature mismatch")
+    job = build_job(fields, context.received_at, context.client_ip, context.request_id)
+    with metrics.enqueue_seconds.time():
+        written = await request.app[JOB_WRITER].enqueue(job)
+    if written:
+        metrics.enqueued.inc()
+        context.outcome = "ok"
+    else:
+        metrics.duplicates.inc()
+        context.outcome = "duplicate"
+    return web.Response(text="OK")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """`GET /healthz`: 200 while the process runs."""
+    return web.Response(text="OK")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """`GET /readyz`: 200 when Redis answers PING in time, else 503."""
+    timeout_s = request.app[SETTINGS].redis_timeout_s
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), timeout_s)
+    except (RedisError, OSError, TimeoutError):
+        return web.Response(status=503, text="Redis is not answering")
+    return web.Response(text="OK")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """`GET /metrics`: Prometheus text format."""
+    settings = request.app[SETTINGS]
+    body = await request.app[METRICS].render(
+        request.app[REDIS], settings.queue_name, settings.redis_timeout_s
+    )
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
