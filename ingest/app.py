@@ -31,8 +31,6 @@ from schemas.settings import Settings
 MAX_BODY_BYTES = 64 * 1024
 IPN_PATH = "/ipn"
 
-log = structlog.get_logger("ingest.request")
-
 _INTERNAL_ERROR: tuple[int, Outcome, str] = (500, "unavailable", "internal error")
 
 
@@ -74,7 +72,9 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception as error:  # the one place where every failure becomes an HTTP answer
         refusal = _refusal(error)
         if refusal is None:
-            log.exception("request_failed", method=request.method, path=request.path)
+            structlog.get_logger(__name__).exception(
+                "request_failed", method=request.method, path=request.path
+            )
             refusal = _INTERNAL_ERROR
         status, context.outcome, reason = refusal
         response = web.Response(status=status, text=reason)
@@ -85,6 +85,8 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
         metrics = request.app[METRICS]
         metrics.requests.labels(context.outcome).inc()
         metrics.request_seconds.observe(latency_s)
+    # looked up per request, not cached at import, so logging configured later (or in tests) applies
+    log = structlog.get_logger(__name__)
     (log.info if is_ipn else log.debug)(
         "request",
         method=request.method,

@@ -1,0 +1,89 @@
+"""The form-urlencoded body parser: lossless, strict UTF-8, refuses ambiguity."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.body import BodyError, parse_form_body
+
+# any text that UTF-8 can encode (lone surrogates cannot be sent by a form)
+form_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+def test_blank_values_plus_and_escapes_are_decoded_as_forms_encode_them() -> None:
+    """Blank values are kept, `+` is a space, `%2B` a plus, and accents decode from UTF-8 escapes."""
+    fields = parse_form_body(b"vads_a=&vads_b=a+b%2Bc&vads_c=%C3%A9t%C3%A9&vads_d=x%26y%3Dz")
+    assert fields == {"vads_a": "", "vads_b": "a b+c", "vads_c": "été", "vads_d": "x&y=z"}
+
+
+def test_values_are_never_stripped() -> None:
+    """Leading and trailing spaces are part of the signed value and survive."""
+    assert parse_form_body(b"vads_x=+padded+&vads_y=%09tab") == {"vads_x": " padded ", "vads_y": "\ttab"}
+
+
+def test_a_segment_without_equals_is_a_blank_field_and_empty_segments_are_skipped() -> None:
+    """`a&&b=1&` has two fields: `a` blank and `b`; the empty segments carry nothing."""
+    assert parse_form_body(b"a&&b=1&") == {"a": "", "b": "1"}
+
+
+def test_an_equals_sign_inside_a_raw_value_belongs_to_the_value() -> None:
+    """Only the first `=` separates name from value."""
+    assert parse_form_body(b"k=a=b") == {"k": "a=b"}
+
+
+def test_duplicated_field_name_is_refused() -> None:
+    """Which of two values was signed would be a guess, so the body is refused."""
+    with pytest.raises(BodyError, match="more than once"):
+        parse_form_body(b"vads_amount=100&vads_amount=200")
+
+
+def test_duplicate_detected_after_decoding() -> None:
+    """`vads%5Fx` and `vads_x` are the same field once decoded."""
+    with pytest.raises(BodyError, match="more than once"):
+        parse_form_body(b"vads_x=1&vads%5Fx=2")
+
+
+def test_raw_bytes_that_are_not_utf8_are_refused() -> None:
+    """A Latin-1 body (raw 0xE9) is not UTF-8."""
+    with pytest.raises(BodyError, match="not UTF-8"):
+        parse_form_body("vads_x=été".encode("latin-1"))
+
+
+def test_escapes_that_decode_to_invalid_utf8_are_refused() -> None:
+    """`%E9` alone is Latin-1 `é`, not UTF-8."""
+    with pytest.raises(BodyError, match="not UTF-8"):
+        parse_form_body(b"vads_x=%E9t%E9")
+
+
+def test_empty_body_has_no_fields() -> None:
+    """An empty body parses to no fields (the receiver then refuses it for lacking a signature)."""
+    assert parse_form_body(b"") == {}
+
+
+@given(st.dictionaries(form_text, form_text, max_size=12))
+def test_urlencode_round_trips_for_any_fields(fields: dict[str, str]) -> None:
+    """Whatever a form encodes (blank values, `+`, `&`, `=`, `%`, accents, emoji) decodes back exactly."""
+    assert parse_form_body(urlencode(fields).encode("ascii")) == fields
+
+
+@given(st.dictionaries(form_text, form_text, max_size=12))
+def test_percent_encoding_every_space_round_trips_too(fields: dict[str, str]) -> None:
+    """Encoders that write spaces as `%20` instead of `+` give the same fields."""
+    body = urlencode(fields, quote_via=lambda text, *_: quote(text, safe=""))
+    assert parse_form_body(body.encode("ascii")) == fields
+
+
+@given(st.binary(max_size=200))
+def test_garbage_bytes_raise_only_body_error(raw: bytes) -> None:
+    """Arbitrary bytes either parse into text fields or raise BodyError, never anything else."""
+    try:
+        fields = parse_form_body(raw)
+    except BodyError as e:
+        assert str(e)
+        assert "\n" not in str(e)
+    else:
+        assert all(isinstance(name, str) and isinstance(value, str) for name, value in fields.items())
