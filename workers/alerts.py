@@ -1,0 +1,192 @@
+"""Alerts for a human: recorded by the job in one Redis write, mailed later by a cron, folded per window.
+
+A job never talks to SMTP: `record_alert` logs the alert and pushes it on the list `cvco:alerts:outbox`;
+the `deliver_alerts` cron mails it. An SMTP outage therefore never slows or fails notification
+processing: the mail stays in the outbox and goes out on a later run.
+
+At most one mail per alert kind and shop per `settings.alert_window_s`: the first alert of a window is
+mailed and opens the window (`cvco:alerts:window:<kind>:<shop>`, expiring); the next ones are counted in
+`cvco:alerts:folded` (and the latest kept in `cvco:alerts:folded:last`). When the window has passed, the
+count goes out in one summary mail with the latest folded alert, so nothing is silently swallowed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from schemas.settings import Settings
+from workers.mailer import MAIL_ERRORS, mail_enabled, send_mail
+
+OUTBOX = "cvco:alerts:outbox"
+OUTBOX_MAX = 10_000
+WINDOW_PREFIX = "cvco:alerts:window:"
+FOLDED = "cvco:alerts:folded"
+FOLDED_LAST = "cvco:alerts:folded:last"
+ALL_SHOPS = "*"
+
+AlertKind = Literal[
+    "job_parked", "failed_dropped", "signature_burst", "cascade_partial", "late_acceptance", "queue_stale"
+]
+
+TITLES: dict[str, str] = {
+    "job_parked": "notification mise de côté (échec de traitement)",
+    "failed_dropped": "file des échecs pleine : anciennes entrées supprimées",
+    "signature_burst": "rafale de signatures invalides",
+    "cascade_partial": "paiement en cascade resté partiel",
+    "late_acceptance": "paiement accepté après expiration de la session",
+    "queue_stale": "notifications en attente depuis trop longtemps (workers arrêtés ?)",
+}
+
+SUMMARY_FIELDS = {
+    "boutique": "vads_site_id",
+    "commande": "vads_order_id",
+    "trans_id": "vads_trans_id",
+    "trans_uuid": "vads_trans_uuid",
+    "montant (centimes)": "vads_amount",
+    "statut": "vads_trans_status",
+}
+"""The only notification fields an alert repeats: never a key, a signature or a hash."""
+
+log = structlog.get_logger(__name__)
+
+
+class Alert(BaseModel):
+    """One alert: what happened, the consequence, what to do (exact commands) and the notification summary."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: AlertKind
+    shop_id: str = ALL_SHOPS
+    happened: str
+    consequence: str
+    actions: tuple[str, ...]
+    summary: dict[str, str] = Field(default_factory=dict)
+    raised_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def group(self) -> str:
+        return f"{self.kind}:{self.shop_id}"
+
+
+def notification_summary(fields: dict[str, str]) -> dict[str, str]:
+    """Shop, order, trans_id, trans_uuid, amount and status of a notification, as the mails show them."""
+    return {label: fields[name] for label, name in SUMMARY_FIELDS.items() if fields.get(name)}
+
+
+def subject(alert: Alert, folded: int = 0) -> str:
+    where = "toutes boutiques" if alert.shop_id == ALL_SHOPS else f"boutique {alert.shop_id}"
+    more = f" ({folded} regroupée{'s' if folded > 1 else ''})" if folded else ""
+    return f"[cvco-ipn] {TITLES[alert.kind]} - {where}{more}"
+
+
+def render(alert: Alert, folded: int = 0, window_s: int = 0) -> str:
+    """The plain-text mail body, in French; commands are given as-is."""
+    lines = ["Ce qui s'est passé :", f"  {alert.happened}", "", "Conséquence :", f"  {alert.consequence}", ""]
+    lines += ["Que faire :", *(f"  {action}" for action in alert.actions), ""]
+    if alert.summary:
+        lines += ["Notification :", *(f"  {label} : {value}" for label, value in alert.summary.items()), ""]
+    if folded:
+        plural = "s" if folded > 1 else ""
+        lines += [
+            f"{folded} alerte{plural} de ce type regroupée{plural} depuis le message précédent (au plus "
+            f"un message par type et par boutique toutes les {window_s} s) ; la plus récente est décrite "
+            "ci-dessus.",
+            "",
+        ]
+    lines.append(f"Alerte levée le {alert.raised_at:%Y-%m-%d %H:%M:%S} UTC par cvco-ipn.")
+    return "\n".join(lines) + "\n"
+
+
+async def record_alert(redis: Redis, settings: Settings, alert: Alert) -> None:
+    """Log the alert and, when mail is configured, queue it for the sender: one Redis write, no SMTP."""
+    log.warning("alert", kind=alert.kind, shop_id=alert.shop_id, happened=alert.happened)
+    if not mail_enabled(settings):
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(OUTBOX, alert.model_dump_json())
+        pipe.ltrim(OUTBOX, 0, OUTBOX_MAX - 1)  # the oldest unsent alerts go first when SMTP is down for days
+        await pipe.execute()
+
+
+async def _take_folded(redis: Redis, group: str) -> tuple[int, str | None]:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hget(FOLDED, group)
+        pipe.hget(FOLDED_LAST, group)
+        pipe.hdel(FOLDED, group)
+        pipe.hdel(FOLDED_LAST, group)
+        count, last, _, _ = await pipe.execute()
+    return int(count or 0), last.decode() if last else None
+
+
+async def _give_back(redis: Redis, group: str, folded: int, last: str | None) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(WINDOW_PREFIX + group)
+        if folded:
+            pipe.hincrby(FOLDED, group, folded)
+        if last is not None:
+            pipe.hsetnx(FOLDED_LAST, group, last)
+        await pipe.execute()
+
+
+async def _open_window(redis: Redis, settings: Settings, group: str) -> bool:
+    return bool(await redis.set(WINDOW_PREFIX + group, "1", nx=True, ex=settings.alert_window_s))
+
+
+async def _mail(settings: Settings, alert: Alert, folded: int) -> bool:
+    try:
+        await send_mail(settings, subject(alert, folded), render(alert, folded, settings.alert_window_s))
+    except MAIL_ERRORS as e:
+        log.warning(
+            "alert_not_sent", kind=alert.kind, shop_id=alert.shop_id, reason=f"{type(e).__name__}: {e}"
+        )
+        return False
+    log.info("alert_sent", kind=alert.kind, shop_id=alert.shop_id, folded=folded)
+    return True
+
+
+async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
+    """Summary mails for windows that closed with folded alerts; (mails sent, SMTP still answering)."""
+    sent = 0
+    for raw_group in await redis.hkeys(FOLDED):  # type: ignore[misc]  # async client
+        group = raw_group.decode()
+        if not await _open_window(redis, settings, group):
+            continue
+        folded, last = await _take_folded(redis, group)
+        if not folded or last is None:
+            continue
+        if not await _mail(settings, Alert.model_validate_json(last), folded):
+            await _give_back(redis, group, folded, last)
+            return sent, False
+        sent += 1
+    return sent, True
+
+
+async def deliver_alerts(redis: Redis, settings: Settings, *, limit: int = 200) -> int:
+    """Mail queued alerts, folding those of an open window; stops at the first SMTP failure. Mails sent."""
+    if not mail_enabled(settings):
+        await redis.delete(OUTBOX)
+        return 0
+    sent, smtp_up = await _flush_folded(redis, settings)
+    for _ in range(limit if smtp_up else 0):
+        raw = await redis.rpop(OUTBOX)  # type: ignore[misc]  # async client
+        if raw is None:
+            break
+        alert = Alert.model_validate_json(raw)
+        if not await _open_window(redis, settings, alert.group):
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.hincrby(FOLDED, alert.group, 1)
+                pipe.hset(FOLDED_LAST, alert.group, raw)
+                await pipe.execute()
+            continue
+        folded, _ = await _take_folded(redis, alert.group)
+        if not await _mail(settings, alert, folded):
+            await _give_back(redis, alert.group, folded, None)
+            await redis.rpush(OUTBOX, raw)  # type: ignore[misc]  # back at the tail: first out next time
+            break
+        sent += 1
+    return sent
