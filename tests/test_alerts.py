@@ -1,0 +1,139 @@
+"""Alert mails: recorded off the job's path, sent through a real SMTP server, folded per window."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from email.message import Message
+from typing import Any
+
+from aiosmtpd.smtp import Envelope
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from schemas.notification import InvalidNotification
+from schemas.settings import Settings
+from tests.conftest import SmtpServer, free_port
+from workers import failed_store
+from workers.alerts import OUTBOX, Alert, AlertKind, deliver_alerts, record_alert
+from workers.failures import park_job
+
+FIELDS = {
+    "vads_site_id": "12345678",
+    "vads_ctx_mode": "TEST",
+    "vads_order_id": "CMD-42",
+    "vads_trans_id": "xyz789",
+    "vads_trans_uuid": "0123456789abcdef0123456789abcdef",
+    "vads_amount": "4500",
+    "vads_trans_status": "AUTHORISED",
+    "vads_hash": "hash-must-not-leak",
+    "signature": "signature-must-not-leak",
+}
+
+
+def mail_settings(settings: Settings, url: str, window_s: int = 900) -> Settings:
+    return settings.model_copy(
+        update={"smtp_url": SecretStr(url), "alert_to": ["ops@example.com"], "alert_window_s": window_s}
+    )
+
+
+def parsed(envelope: Envelope) -> Message:
+    assert isinstance(envelope.content, bytes)
+    return email.message_from_bytes(envelope.content)
+
+
+def body(envelope: Envelope) -> str:
+    payload = parsed(envelope).get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode("utf-8")
+
+
+async def park(redis: Redis, settings: Settings, failed_id: str) -> None:
+    ctx: dict[str, Any] = {"redis": redis, "job_id": failed_id, "job_try": 1}
+    error = InvalidNotification("vads_payment_seq", "is not valid JSON")
+    await park_job(ctx, settings, {"fields": FIELDS, "request_id": "r"}, error, failed_id)
+
+
+async def test_one_parked_job_gives_one_mail_with_the_replay_command(
+    redis: Redis, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """The mail says what happened, the consequence, the exact commands and the notification summary."""
+    settings = mail_settings(settings, smtp_server.url)
+    await park(redis, settings, "ipn:one")
+    assert await deliver_alerts(redis, settings) == 1
+    assert len(smtp_server.mailbox.messages) == 1
+    envelope = smtp_server.mailbox.messages[0]
+    assert envelope.rcpt_tos == ["ops@example.com"]
+    text = body(envelope)
+    assert "cvco-ipn replay ipn:one" in text
+    assert "cvco-ipn failed show ipn:one" in text
+    assert "InvalidNotification" in text
+    for shown in ("12345678", "CMD-42", "xyz789", "0123456789abcdef0123456789abcdef", "4500", "AUTHORISED"):
+        assert shown in text
+    assert "must-not-leak" not in envelope.content.decode("ascii", "replace") + text  # type: ignore[union-attr]  # bytes checked in body()
+    assert await deliver_alerts(redis, settings) == 0
+    assert len(smtp_server.mailbox.messages) == 1
+
+
+async def test_fifty_parked_jobs_in_a_window_give_one_mail_then_a_count(
+    redis: Redis, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """50 alerts of one kind and shop in a window: one mail, then one summary saying 49 were folded in."""
+    settings = mail_settings(settings, smtp_server.url, window_s=1)
+    for n in range(50):
+        await park(redis, settings, f"ipn:burst-{n}")
+    assert await deliver_alerts(redis, settings) == 1
+    assert await deliver_alerts(redis, settings) == 0
+    assert len(smtp_server.mailbox.messages) == 1
+    await asyncio.sleep(1.2)
+    assert await deliver_alerts(redis, settings) == 1
+    assert len(smtp_server.mailbox.messages) == 2
+    summary = body(smtp_server.mailbox.messages[1])
+    assert "49 alertes de ce type regroupées" in summary
+    assert "cvco-ipn replay ipn:burst-49" in summary
+    await asyncio.sleep(1.2)
+    assert await deliver_alerts(redis, settings) == 0
+
+
+async def test_smtp_down_keeps_the_alert_and_sends_it_once_smtp_is_back(
+    redis: Redis, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """Nothing listening on the SMTP port: parking works, delivery fails softly; later the mail goes once."""
+    down = mail_settings(settings, f"smtp://127.0.0.1:{free_port()}")
+    await park(redis, down, "ipn:while-down")
+    assert await failed_store.get(redis, "ipn:while-down") is not None
+    assert await deliver_alerts(redis, down) == 0
+    assert await deliver_alerts(redis, down) == 0
+    assert await redis.llen(OUTBOX) == 1  # type: ignore[misc]  # async client
+    up = mail_settings(settings, smtp_server.url)
+    assert await deliver_alerts(redis, up) == 1
+    assert await deliver_alerts(redis, up) == 0
+    assert len(smtp_server.mailbox.messages) == 1
+    assert "cvco-ipn replay ipn:while-down" in body(smtp_server.mailbox.messages[0])
+
+
+async def test_alerts_of_different_shops_or_kinds_are_not_folded_together(
+    redis: Redis, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """The window is per alert kind and per shop: three distinct groups give three mails."""
+    settings = mail_settings(settings, smtp_server.url)
+    groups: tuple[tuple[AlertKind, str], ...] = (
+        ("job_parked", "11111111"),
+        ("job_parked", "22222222"),
+        ("queue_stale", "11111111"),
+    )
+    for kind, shop in groups:
+        alert = Alert(
+            kind=kind, shop_id=shop, happened="h", consequence="c", actions=("cvco-ipn failed list",)
+        )
+        await record_alert(redis, settings, alert)
+    assert await deliver_alerts(redis, settings) == 3
+    subjects = sorted(str(parsed(m)["Subject"]) for m in smtp_server.mailbox.messages)
+    assert sum("11111111" in s for s in subjects) == 2
+
+
+async def test_without_smtp_url_alerts_are_logged_only(redis: Redis, settings: Settings) -> None:
+    """No CVCO_SMTP_URL: the alert is logged and nothing piles up in Redis."""
+    await park(redis, settings, "ipn:no-mail")
+    assert await redis.llen(OUTBOX) == 0  # type: ignore[misc]  # async client
+    assert await deliver_alerts(redis, settings) == 0
