@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
+
+from cli.logs import configure_logging
+from schemas.settings import load_settings
+from workers.worker import build_worker
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -12,5 +17,16 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
+class _NoJobArguments(logging.Filter):
+    """Drop arq's per-job start line: it prints the job's arguments, which carry the signature."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "→" not in str(record.msg)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("cvco-ipn worker: not built yet")
+    settings = load_settings(require_shops=True)
+    configure_logging()
+    logging.getLogger("arq.worker").addFilter(_NoJobArguments())
+    build_worker(settings, burst=args.burst).run()
+    return 0

@@ -1,0 +1,237 @@
+"""The pure payment state machine: event types, never backwards, duplicates, seed checks, expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.notification import parse_notification
+from schemas.session import PendingPayment
+from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_PAY, UUID_REFUND, notification
+from workers.auth_codes import AUTH_RESULTS, auth_message
+from workers.cascade import UnknownStatus
+from workers.decide import (
+    ACCEPTED_AFTER_EXPIRY,
+    NON_EUR_CVCO,
+    PARTIAL_CANCEL,
+    PARTIAL_REFUND,
+    Decision,
+    PaymentState,
+    decide,
+    decide_expiry,
+)
+from workers.status import KNOWN_STATUSES
+
+
+def step(state: PaymentState | None, fields: dict[str, str]) -> tuple[PaymentState | None, Decision]:
+    """Apply one notification the way the worker does: keep the old state when nothing is written."""
+    decision = decide(state, parse_notification(fields), RECEIVED_AT)
+    return (decision.state or state), decision
+
+
+def run(*notes: dict[str, str]) -> tuple[PaymentState | None, list[Decision]]:
+    state: PaymentState | None = None
+    decisions = []
+    for fields in notes:
+        state, decision = step(state, fields)
+        decisions.append(decision)
+    return state, decisions
+
+
+@pytest.mark.parametrize(
+    ("status", "auth", "expected"),
+    [
+        ("AUTHORISED", "0", "payment.accepted"),
+        ("ACCEPTED", "0", "payment.accepted"),
+        ("CAPTURED", "0", "payment.captured"),
+        ("WAITING_AUTHORISATION", None, "payment.pending"),
+        ("UNDER_VERIFICATION", None, "payment.pending"),
+        ("REFUSED", "1216", "payment.refused"),
+        ("CAPTURE_FAILED", "1300", "payment.refused"),
+        ("EXPIRED", None, "payment.expired"),
+        ("REFUSED", "1015", "payment.expired"),
+        ("ABANDONED", None, "payment.abandoned"),
+        ("NOT_CREATED", None, "payment.abandoned"),
+        ("REFUSED", "1012", "payment.abandoned"),
+        ("REFUSED", "1013", "payment.abandoned"),
+        ("REFUSED", "1020", "payment.abandoned"),
+        ("CANCELLED", None, "payment.cancelled"),
+    ],
+)
+def test_first_notification_publishes_the_event_its_status_means(
+    status: str, auth: str | None, expected: str
+) -> None:
+    """Each status class (and the expired/abandoned auth codes) maps to the contract's event type."""
+    _, [decision] = run(notification(status, auth=auth))
+    assert decision.result == "published"
+    assert decision.event is not None and decision.event.type == expected
+
+
+def test_every_seed_auth_code_has_its_french_message_and_unknown_codes_say_so() -> None:
+    """§11.3's table is complete; a code outside it keeps the code and says `code inconnu`."""
+    assert set(AUTH_RESULTS) == {
+        "0",
+        *map(str, range(1010, 1021)),
+        "1100",
+        "1213",
+        "1214",
+        "1215",
+        "1216",
+        "1218",
+        "1220",
+        "1300",
+    }
+    assert auth_message("1216") == "Le solde est insuffisant"
+    assert auth_message("00") == "Paiement accepté"
+    assert auth_message("4242") == "code inconnu"
+    _, [decision] = run(notification("REFUSED", auth="4242"))
+    assert decision.event is not None
+    assert decision.event.auth_result.model_dump() == {"code": "4242", "message": "code inconnu"}
+
+
+def test_a_single_cvco_payment_goes_pending_accepted_captured_refunded() -> None:
+    """The full life of a CVCO payment gives one event per step with amounts and legs filled."""
+    state, decisions = run(
+        notification("WAITING_AUTHORISATION", auth=None),
+        notification("AUTHORISED"),
+        notification("CAPTURED", source="BATCH"),
+        notification("CAPTURED", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO"),
+    )
+    types = [d.event.type for d in decisions if d.event]
+    assert types == ["payment.pending", "payment.accepted", "payment.captured", "payment.refunded"]
+    assert state is not None and state.is_final and state.phase == "refunded"
+    refunded = decisions[-1].event
+    assert refunded is not None
+    assert (refunded.amount, refunded.paid_amount, refunded.cvco_amount, refunded.refunded_amount) == (
+        5000,
+        5000,
+        5000,
+        5000,
+    )
+    assert [leg.operation_type for leg in refunded.legs] == ["DEBIT", "CREDIT"]
+    assert refunded.trans_uuid == UUID_REFUND and not refunded.flags
+
+
+def test_a_stale_authorised_after_cancelled_changes_nothing() -> None:
+    """A retry of the old AUTHORISED after a merchant cancel is stale: no event, state stays cancelled."""
+    state, decisions = run(
+        notification("AUTHORISED"),
+        notification("CANCELLED", source="MERCH_BO", auth=None),
+        notification("AUTHORISED", source="RETRY"),
+    )
+    assert [d.result for d in decisions] == ["published", "published", "stale"]
+    assert decisions[1].event is not None and decisions[1].event.type == "payment.cancelled"
+    assert decisions[2].event is None
+    assert state is not None and state.phase == "cancelled" and state.paid_amount == 0
+
+
+def test_only_a_merchant_back_office_cancel_cancels_an_accepted_payment() -> None:
+    """A CANCELLED from another source after acceptance is ignored as stale."""
+    state, decisions = run(notification("AUTHORISED"), notification("CANCELLED", source="BATCH", auth=None))
+    assert decisions[1].result == "stale"
+    assert state is not None and state.phase == "accepted"
+
+
+def test_a_captured_payment_is_never_refused_or_made_pending_again() -> None:
+    """Final states do not move backwards: a late pending or refusal is stale."""
+    _, decisions = run(
+        notification("CAPTURED"),
+        notification("WAITING_AUTHORISATION", auth=None),
+        notification("AUTHORISED", source="RETRY"),
+    )
+    assert [d.result for d in decisions] == ["published", "stale", "stale"]
+
+
+def test_a_back_office_resend_of_the_same_state_is_a_duplicate() -> None:
+    """Same trans_uuid and business content from another source: the fingerprint matches, no event."""
+    state, decisions = run(notification("AUTHORISED"), notification("AUTHORISED", source="BO"))
+    assert decisions[1].result == "duplicate" and decisions[1].state is None
+
+
+def test_event_ids_are_deterministic_and_differ_between_states() -> None:
+    """Same notification state, same id; a different state gets another id."""
+    _, first = run(notification("AUTHORISED"))
+    _, again = run(notification("AUTHORISED", source="BO"))
+    _, captured = run(notification("CAPTURED"))
+    assert first[0].event is not None and again[0].event is not None and captured[0].event is not None
+    assert first[0].event.event_id == again[0].event.event_id != captured[0].event.event_id
+
+
+def test_events_carry_the_echoed_data_and_never_a_signature_hash_or_key() -> None:
+    """customer/shipping/products/ext_info are echoed; vads_hash, signature and the card number are not."""
+    _, [decision] = run({**notification("AUTHORISED"), "signature": "S" * 44})
+    assert decision.event is not None
+    event = decision.event
+    assert event.customer == {"email": "buyer@example.org", "last_name": "Durand"}
+    assert event.shipping == {"city": "Lyon"}
+    assert event.products == [{"label": "Séjour", "amount": "5000"}]
+    assert event.ext_info == {"booking": "B-7"}
+    assert (event.currency, event.trans_id, event.source) == ("EUR", TRANS_ID, "PAY")
+    text = event.model_dump_json()
+    assert "f" * 64 not in text
+    assert "S" * 44 not in text
+    assert "CVCO-XXXX" not in text
+    assert "1122334455667788" not in text
+
+
+def test_seed_rules_flag_without_dropping() -> None:
+    """Non-EUR CVCO, a partial refund and a partial cancel are published with flags."""
+    _, [usd] = run(notification("AUTHORISED", currency="840"))
+    assert usd.result == "published" and usd.flags == (NON_EUR_CVCO,)
+    assert usd.event is not None and usd.event.currency == "USD" and usd.event.flags == [NON_EUR_CVCO]
+    _, refund = run(
+        notification("CAPTURED"), notification("CAPTURED", amount=2000, uuid=UUID_REFUND, operation="CREDIT")
+    )
+    assert refund[1].flags == (PARTIAL_REFUND,)
+    _, cancel = run(notification("AUTHORISED"), notification("CANCELLED", amount=3000, source="MERCH_BO"))
+    assert cancel[1].flags == (PARTIAL_CANCEL,)
+
+
+def test_an_unknown_status_is_a_permanent_error() -> None:
+    """A status outside the form API's list is parked rather than guessed."""
+    assert "TELEPORTED" not in KNOWN_STATUSES
+    with pytest.raises(UnknownStatus):
+        run(notification("TELEPORTED"))
+
+
+def _pending(**update: object) -> PendingPayment:
+    trans_date = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    values: dict[str, object] = {
+        "shop_id": "12345678",
+        "mode": "TEST",
+        "trans_id": TRANS_ID,
+        "trans_date": trans_date,
+        "order_id": "order-42",
+        "amount": 5000,
+        "deadline": trans_date + timedelta(minutes=10),
+        "registered_by": "form",
+    }
+    return PendingPayment.model_validate({**values, **update})
+
+
+def test_a_detected_session_expiry_publishes_expired_once() -> None:
+    """No notification at all: payment.expired, status EXPIRED, source SESSION_TIMEOUT, no trans_uuid."""
+    now = datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
+    first = decide_expiry(None, _pending(), now)
+    assert first.event is not None and first.state is not None
+    assert (first.event.type, first.event.status, first.event.source) == (
+        "payment.expired",
+        "EXPIRED",
+        "SESSION_TIMEOUT",
+    )
+    assert first.event.trans_uuid is None and first.event.amount == 5000
+    assert decide_expiry(first.state, _pending(), now).result == "duplicate"
+    assert not first.state.is_final
+
+
+def test_an_expiry_leaves_an_accepted_payment_alone_and_a_late_acceptance_is_flagged() -> None:
+    """Expiry after acceptance is stale; acceptance after a detected expiry still applies, flagged."""
+    now = datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
+    accepted, _ = run(notification("AUTHORISED"))
+    assert decide_expiry(accepted, _pending(), now).result == "stale"
+    expired = decide_expiry(None, _pending(), now).state
+    state, late = step(expired, notification("AUTHORISED"))
+    assert late.result == "published" and late.flags == (ACCEPTED_AFTER_EXPIRY,)
+    assert state is not None and state.phase == "accepted" and state.key.endswith(TRANS_ID.lower())
+    assert UUID_PAY in state.legs

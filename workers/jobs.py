@@ -1,0 +1,163 @@
+"""What a notification job does, and the exactly-once path a detected session expiry shares with it.
+
+Entry points for the rest of the project:
+
+- `handle_notification(redis, settings, queued) -> Outcome`: everything `process_notification` does.
+  Raises a `PermanentError` for what retrying cannot fix (unknown shop or mode, signature no longer valid
+  against this worker's settings, `InvalidNotification`, malformed cascade, unknown status); lets Redis
+  errors (transient) and `StateContention` (a `TimeoutError`) propagate so the caller retries.
+- `publish_session_expiry(redis, settings, pending, now) -> Outcome`: a `payment.expired` event (status
+  `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
+  or a restart publish it once.
+- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, `.is_final`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from redis.asyncio import Redis
+
+from ingest.signature import verify_signature
+from schemas.errors import PermanentError
+from schemas.job import QueuedNotification
+from schemas.notification import Notification, parse_notification, payment_key
+from schemas.session import PendingPayment
+from schemas.settings import Settings
+from workers.apply import VersionConflict, apply_decision, load_versioned
+from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
+from workers.sessions import track_session
+
+log = structlog.get_logger("cvco.worker")
+MAX_ATTEMPTS = 50
+
+
+class UnknownShop(PermanentError):
+    """The notification names a shop (or a mode of it) this worker's settings do not accept."""
+
+
+class SignatureNoLongerValid(PermanentError):
+    """The signature does not verify against this worker's keys (keys rotated since it was queued?)."""
+
+
+class StateContention(TimeoutError):
+    """Other workers kept changing the payment: retry later, like a timeout (a transient error)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a notification or an expiry did: `result` is published, duplicate or stale (ignored).
+
+    `flags` (only when published) name what the alerts watch: `cascade_partial`,
+    `accepted_after_expiry`, `non_eur_cvco`, `partial_refund`, `partial_cancel`.
+    """
+
+    result: Result
+    payment_key: str
+    event_type: str | None = None
+    event_id: str | None = None
+    stream_id: str | None = None
+    phase: str | None = None
+    flags: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def published(self) -> bool:
+        return self.result == "published"
+
+
+def authenticate(settings: Settings, queued: QueuedNotification) -> Notification:
+    """Re-check what the receiver checked, against this worker's own settings: never trust the queue."""
+    fields = queued.fields
+    shop_id = fields.get("vads_site_id", "")
+    shop = settings.shops.get(shop_id)
+    if shop is None:
+        raise UnknownShop(f"vads_site_id {shop_id!r} is not a configured shop")
+    mode = fields.get("vads_ctx_mode", "")
+    if mode not in shop.modes:
+        raise UnknownShop(f"shop {shop_id} does not accept vads_ctx_mode {mode!r}")
+    verdict = verify_signature(fields, fields.get("signature", ""), shop)
+    if verdict != "valid":
+        raise SignatureNoLongerValid(f"signature check for shop {shop_id} {mode}: {verdict}")
+    return parse_notification(fields)
+
+
+async def _apply_until_settled(
+    redis: Redis, settings: Settings, key: str, decide_on: Callable[[PaymentState | None], Decision]
+) -> tuple[Decision, str | None]:
+    """Read, decide, compare-and-set; on a concurrent change, read and decide again."""
+    for _ in range(MAX_ATTEMPTS):
+        state, version = await load_versioned(redis, key)
+        decision = decide_on(state)
+        if decision.state is None:
+            return decision, None
+        try:
+            return decision, await apply_decision(redis, settings, version, decision)
+        except VersionConflict:
+            continue
+    raise StateContention(f"payment {key} changed under {MAX_ATTEMPTS} attempts in a row")
+
+
+def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
+    event = decision.event
+    phase = decision.state.phase if decision.state else None
+    return Outcome(
+        result=decision.result,
+        payment_key=key,
+        event_type=event.type if event else None,
+        event_id=event.event_id if event else None,
+        stream_id=stream_id,
+        phase=phase,
+        flags=decision.flags,
+        reason=decision.reason,
+    )
+
+
+async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> Outcome:
+    """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
+    note = authenticate(settings, queued)
+    key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    decision, stream_id = await _apply_until_settled(
+        redis, settings, key, lambda state: decide(state, note, queued.received_at)
+    )
+    outcome = _outcome(key, decision, stream_id)
+    if outcome.phase == "pending" and outcome.published:
+        await track_session(
+            redis,
+            PendingPayment(
+                shop_id=note.site_id,
+                mode=note.ctx_mode,
+                trans_id=note.trans_id,
+                trans_date=note.trans_date,
+                order_id=note.order_id,
+                amount=note.amount or 0,
+                deadline=note.trans_date + timedelta(seconds=settings.session_timeout_s),
+                registered_by="notification",
+            ),
+        )
+    _log(outcome)
+    return outcome
+
+
+async def publish_session_expiry(
+    redis: Redis, settings: Settings, pending: PendingPayment, now: datetime
+) -> Outcome:
+    """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
+    decision, stream_id = await _apply_until_settled(
+        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now)
+    )
+    outcome = _outcome(pending.key, decision, stream_id)
+    _log(outcome)
+    return outcome
+
+
+def _log(outcome: Outcome) -> None:
+    if outcome.result == "stale":
+        log.warning(
+            "notification ignored", result="stale", reason=outcome.reason, payment_key=outcome.payment_key
+        )
+    for flag in outcome.flags:
+        log.warning("payment flagged", flag=flag, payment_key=outcome.payment_key, event_id=outcome.event_id)

@@ -1,0 +1,123 @@
+"""The arq worker: its options, built from `Settings`, and the `process_notification` job.
+
+`worker_options(settings)` returns the flat keyword arguments of `arq.worker.Worker` (arq ignores
+inherited class attributes, so there is no base class to subclass); `build_worker(settings, **overrides)`
+makes the `Worker`; `worker_settings_class(settings)` gives a flat `WorkerSettings` class for `arq` itself.
+
+Failure handling (engineer E) plugs in at the two marked places in `worker_options`: wrap the job
+function, and add cron jobs (the session-expiry sweeper).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypedDict
+
+import structlog
+from arq.connections import ArqRedis, RedisSettings
+from arq.cron import CronJob
+from arq.typing import WorkerCoroutine
+from arq.worker import Function, Worker, func
+
+from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, dumps, loads
+from schemas.settings import Settings
+from workers.jobs import handle_notification
+
+log = structlog.get_logger("cvco.worker")
+
+KEEP_RESULT_S = 60
+HEALTH_CHECK_INTERVAL_S = 10
+JOB_COMPLETION_WAIT_S = 20
+"""On SIGTERM, finish the jobs in hand for this long (below the orchestrator's grace period) and take no more."""
+
+
+class WorkerContext(TypedDict, total=False):
+    """The keys of arq's `ctx`: arq's own (`redis`, `job_id`, `job_try`, ...) and the worker's settings."""
+
+    redis: ArqRedis
+    settings: Settings
+    job_id: str
+    job_try: int
+    enqueue_time: Any
+    score: int
+
+
+async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> str:
+    """The arq job: re-validate the queued JSON, then `handle_notification`; returns the result word.
+
+    One summary line per job; `trans_uuid`, `order_id` and `shop_id` are bound for every line it logs.
+    """
+    started = time.perf_counter()
+    queued = QueuedNotification.model_validate(payload)
+    fields = queued.fields
+    structlog.contextvars.bind_contextvars(
+        trans_uuid=fields.get("vads_trans_uuid"),
+        order_id=fields.get("vads_order_id"),
+        shop_id=fields.get("vads_site_id"),
+    )
+    try:
+        outcome = await handle_notification(ctx["redis"], ctx["settings"], queued)
+    except Exception as e:
+        log.warning(
+            "job failed",
+            error=f"{type(e).__name__}: {e}",
+            job_try=ctx.get("job_try"),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        raise
+    log.info(
+        "job done",
+        result=outcome.result,
+        event_type=outcome.event_type,
+        event_id=outcome.event_id,
+        phase=outcome.phase,
+        flags=list(outcome.flags),
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return outcome.result
+
+
+async def _on_job_start(ctx: WorkerContext) -> None:
+    # each arq job runs in its own task, whose context arq copies from here
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+
+
+def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...)."""
+    # --- failure handling (engineer E): wrap the job here, e.g. `job = with_retry_and_park(job)` ---
+    job: WorkerCoroutine = process_notification  # type: ignore[assignment]  # arq's protocol types ctx as dict
+    # --- scheduled jobs (engineer E): the session-expiry sweeper and other crons go here ---------------
+    cron_jobs: list[CronJob] = []
+    functions: list[Function] = [
+        func(job, name=PROCESS_NOTIFICATION, timeout=settings.job_timeout_s, max_tries=settings.max_tries)
+    ]
+    options: dict[str, Any] = {
+        "functions": functions,
+        "cron_jobs": cron_jobs,
+        "queue_name": settings.queue_name,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "job_serializer": dumps,
+        "job_deserializer": loads,
+        "job_timeout": settings.job_timeout_s,
+        "max_tries": settings.max_tries,
+        "keep_result": KEEP_RESULT_S,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "job_completion_wait": JOB_COMPLETION_WAIT_S,
+        "on_job_start": _on_job_start,
+        # results are words ("published"...) and job arguments hold signatures: arq must not log them
+        "log_results": False,
+        "ctx": {"settings": settings},
+    }
+    options.update(overrides)
+    return options
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    """An arq `Worker` for this deployment (tests: `build_worker(s, burst=True, poll_delay=0, ...)`)."""
+    return Worker(**worker_options(settings, **overrides))
+
+
+def worker_settings_class(settings: Settings) -> type:
+    """A flat `WorkerSettings` class (arq reads only a class's own attributes), for arq's own tooling."""
+    return type("WorkerSettings", (), worker_options(settings))
