@@ -1,0 +1,410 @@
+"""deploy/ agrees with the code: commands, CVCO_* variables, ports, routes, metrics, limits, grace periods.
+
+`render_nginx_conf(dest, upstreams, listen_port, internal_port)` is the one way to run deploy/nginx outside
+its container (used here for `nginx -t`, and by the load-balancer reliability tests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from cli.main import build_parser
+from cli.serve import SHUTDOWN_TIMEOUT_S
+from ingest.app import MAX_BODY_BYTES, create_app
+from ingest.metrics import OUTCOMES, ReceiverMetrics
+from schemas.settings import Settings
+from tests.conftest import TEST_REDIS_URL, free_port
+from workers.worker import build_worker, worker_options
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+NGINX = DEPLOY / "nginx"
+PLATFORM_TIMEOUT_S = 10.0
+_TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def render_nginx_conf(dest: Path, upstreams: Sequence[str], listen_port: int, internal_port: int) -> Path:
+    """A runnable copy of deploy/nginx in `dest`: receivers at `upstreams` ("127.0.0.1:8001"), plain HTTP on
+    127.0.0.1:`listen_port`, /metrics on 127.0.0.1:`internal_port`. Run it with
+    `nginx -p dest -c <returned path> -g "pid dest/nginx.pid;"`."""
+    shutil.copytree(NGINX, dest, dirs_exist_ok=True)
+    (dest / "upstream.conf").write_text("".join(f"server {address};\n" for address in upstreams))
+    (dest / "listen.conf").write_text(f"listen 127.0.0.1:{listen_port};\n")
+    (dest / "listen-internal.conf").write_text(f"listen 127.0.0.1:{internal_port};\n")
+    return dest / "nginx.conf"
+
+
+def nginx_test(prefix: Path, conf: Path) -> subprocess.CompletedProcess[str]:
+    """`nginx -t` of a rendered configuration (nginx is installed by `scripts/setup --test`)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    command = [nginx, "-t", "-p", str(prefix), "-c", str(conf), "-g", f"pid {prefix}/nginx.pid;"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+# --- parsing --------------------------------------------------------------------------------------------
+
+
+def nginx_blocks(text: str) -> dict[str, list[list[str]]]:
+    """Directives by enclosing block path ("http/server#1/location = /ipn"); raises on unbalanced braces."""
+    tokens = re.findall(r'"(?:[^"\\]|\\.)*"|[{};]|[^\s{};]+', re.sub(r"(?m)#.*$", "", text))
+    blocks: dict[str, list[list[str]]] = {"": []}
+    stack, current, servers = [""], list[str](), 0
+    for token in tokens:
+        if token == "{":
+            servers += current == ["server"]
+            name = " ".join(current) + (f"#{servers}" if current == ["server"] else "")
+            stack.append(f"{stack[-1]}/{name}".lstrip("/"))
+            blocks.setdefault(stack[-1], [])
+            current = []
+        elif token == "}":
+            assert not current and len(stack) > 1, f"unbalanced brace near {current}"
+            stack.pop()
+        elif token == ";":
+            blocks[stack[-1]].append(current)
+            current = []
+        else:
+            current.append(token.strip('"'))
+    assert stack == [""] and not current, "unterminated block or directive"
+    return blocks
+
+
+def directive(block: list[list[str]], name: str) -> list[str]:
+    """The arguments of the one `name` directive of a block."""
+    found = [args[1:] for args in block if args[0] == name]
+    assert len(found) == 1, f"{name}: {len(found)} directives"
+    return found[0]
+
+
+def nginx_seconds(value: str) -> float:
+    """An nginx (or compose) duration: 1500ms, 7s, 1m."""
+    number, unit = re.findall(r"^(\d+)(ms|s|m)?$", value)[0]
+    return int(number) * _TIME_UNITS[unit or "s"]
+
+
+def nginx_bytes(value: str) -> int:
+    """An nginx size: 65536, 64k, 1m."""
+    number, unit = re.findall(r"^(\d+)([km]?)$", value.lower())[0]
+    return int(number) * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
+
+
+def dockerfile(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", re.sub(r"(?m)^\s*#.*\n", "", text))
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in joined.splitlines()
+        if line.strip()
+    ]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """The active KEY=value lines of a dotenv file, quotes removed."""
+    pairs = (
+        line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#")
+    )
+    return {key: value.strip("'\"") for key, value in pairs}
+
+
+def yaml_docs(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def k8s_objects() -> Iterator[dict[str, Any]]:
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        yield from (doc for doc in yaml_docs(path) if "apiVersion" in doc and "kind" in doc)
+
+
+def k8s(kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in k8s_objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}"
+    return found[0]
+
+
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return document
+
+
+def cvco_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose()["services"].items() if s.get("image") == "cvco-ipn:local"}
+
+
+def parse_cli(argv: Sequence[str]) -> Any:
+    """The parsed arguments of `cvco-ipn argv`; None when argv is refused (`--help` counts as valid)."""
+    try:
+        return build_parser().parse_args(list(argv))
+    except SystemExit as exit_:
+        return {"help": True} if exit_.code == 0 else None
+
+
+def image_command() -> list[str]:
+    """What the image runs by default: ENTRYPOINT + CMD."""
+    instructions = dict(dockerfile((DEPLOY / "Dockerfile").read_text()))
+    command: list[str] = json.loads(instructions["ENTRYPOINT"]) + json.loads(instructions["CMD"])
+    return command
+
+
+def cli_invocations() -> list[list[str]]:
+    """Every cvco-ipn command line deploy/ runs or tells an operator to run."""
+    invocations = [image_command()[1:]]
+    invocations += [service["command"] for service in cvco_services().values()]
+    invocations += [
+        c["args"]
+        for o in k8s_objects()
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    for path in DEPLOY.rglob("*"):
+        if path.is_file():
+            invocations += [line.split() for line in re.findall(r"`cvco-ipn ([^`]+)`", path.read_text())]
+    return invocations
+
+
+# --- the tests ------------------------------------------------------------------------------------------
+
+
+def test_every_deploy_file_parses_with_its_format() -> None:
+    """Each file under deploy/ is valid YAML, JSON, dotenv, Dockerfile or nginx syntax; none is unknown."""
+    for path in (p for p in DEPLOY.rglob("*") if p.is_file()):
+        if path.suffix == ".yaml":
+            assert yaml_docs(path), path
+        elif path.suffix == ".json":
+            assert json.loads(path.read_text()), path
+        elif path.suffix == ".conf":
+            assert any(nginx_blocks(path.read_text()).values()), path
+        elif path.name == "Dockerfile":
+            assert dockerfile(path.read_text())[0][0] in ("ARG", "FROM"), path
+        elif path.name == ".env.example":
+            assert env_file(path), path
+        else:
+            pytest.fail(f"{path} has no parser in this test: add one")
+
+
+def test_every_cvco_ipn_command_in_deploy_is_accepted_by_the_cli() -> None:
+    """Image CMD, compose commands, k8s args and `cvco-ipn ...` in comments all parse with build_parser()."""
+    invocations = cli_invocations()
+    assert ["serve"] in invocations and ["worker"] in invocations
+    assert ["failed", "show", "ID"] in invocations and ["replay", "--all"] in invocations
+    refused = [argv for argv in invocations if parse_cli(argv) is None]
+    assert not refused
+    assert parse_cli(["serve", "--no-such-flag"]) is None  # the check itself can refuse
+
+
+def test_every_cvco_variable_in_deploy_is_a_settings_field() -> None:
+    """A CVCO_* name anywhere in deploy/ is a field of schemas.settings.Settings."""
+    fields = {f"CVCO_{name.upper()}" for name in Settings.model_fields}
+    used = {
+        n for p in DEPLOY.rglob("*") if p.is_file() for n in re.findall(r"\bCVCO_[A-Z0-9_]+", p.read_text())
+    }
+    assert used and used <= fields, used - fields
+
+
+def test_env_example_documents_every_setting_and_builds_valid_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """.env.example names every Settings field, and its active values load (placeholder shop included)."""
+    text = (DEPLOY / ".env.example").read_text()
+    missing = [n for n in Settings.model_fields if f"CVCO_{n.upper()}=" not in text]
+    assert not missing
+    for key, value in env_file(DEPLOY / ".env.example").items():
+        monkeypatch.setenv(key, value)
+    assert list(Settings().shops) == ["12345678"]
+
+
+def test_k8s_configmap_secret_and_compose_environment_build_valid_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The k8s ConfigMap + Secret, and compose's environment, are each a loadable configuration."""
+    for key, value in {
+        **k8s("ConfigMap", "cvco-ipn-config")["data"],
+        **k8s("Secret", "cvco-ipn-secrets")["stringData"],
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert Settings().shops and Settings().redis_url.startswith("redis://")
+    for service in cvco_services().values():
+        for key, value in service["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        assert Settings().smtp_url is not None
+
+
+def test_receiver_ports_match_the_serve_port_everywhere() -> None:
+    """Dockerfile EXPOSE/HEALTHCHECK, compose upstreams and k8s ports/probes all use the port `serve` listens on."""
+    port = parse_cli(image_command()[1:]).port
+    assert port == parse_cli(["serve"]).port == 8080
+    instructions = dict(dockerfile((DEPLOY / "Dockerfile").read_text()))
+    assert instructions["EXPOSE"] == str(port) and f"127.0.0.1:{port}/healthz" in instructions["HEALTHCHECK"]
+    services = cvco_services()
+    for line in directive_lines(NGINX / "upstream.conf"):
+        host, upstream_port = line[1].split(":")
+        assert parse_cli(services[host]["command"]).port == int(upstream_port)
+    receiver = k8s("Deployment", "cvco-ipn-receiver")["spec"]["template"]
+    container = receiver["spec"]["containers"][0]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named == {"http": parse_cli(container["args"]).port}
+    assert receiver["metadata"]["annotations"]["prometheus.io/port"] == str(named["http"])
+    assert (
+        container["readinessProbe"]["httpGet"]["port"] in named
+        and container["livenessProbe"]["httpGet"]["port"] in named
+    )
+    assert k8s("Service", "cvco-ipn-receiver")["spec"]["ports"][0]["targetPort"] in named
+
+
+def directive_lines(path: Path) -> list[list[str]]:
+    return nginx_blocks(path.read_text())[""]
+
+
+def test_every_path_deploy_routes_or_probes_is_a_receiver_route(settings: Settings) -> None:
+    """Probe paths, nginx locations and ingress paths exist in create_app(settings) (with /forms enabled)."""
+    app = create_app(settings.model_copy(update={"api_token": SecretStr("token")}))
+    routes = {route.resource.canonical for route in app.router.routes() if route.resource is not None}
+    receiver = k8s("Deployment", "cvco-ipn-receiver")["spec"]["template"]
+    container = receiver["spec"]["containers"][0]
+    paths = {container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]}
+    paths.add(receiver["metadata"]["annotations"]["prometheus.io/path"])
+    paths |= {
+        p["path"] for rule in k8s("Ingress", "cvco-ipn")["spec"]["rules"] for p in rule["http"]["paths"]
+    }
+    paths |= {b.split()[-1] for b in nginx_blocks((NGINX / "nginx.conf").read_text()) if "/location = " in b}
+    healthcheck = dict(dockerfile((DEPLOY / "Dockerfile").read_text()))["HEALTHCHECK"]
+    paths |= set(re.findall(r"127\.0\.0\.1:\d+(/\w+)", healthcheck))
+    assert {"/ipn", "/forms", "/healthz", "/readyz", "/metrics"} <= paths
+    assert paths <= routes, paths - routes
+
+
+async def test_every_metric_in_alerts_and_dashboard_is_exposed_by_the_receiver(redis: Redis) -> None:
+    """Metric names of the alert rules and the Grafana dashboard are in the receiver's /metrics text."""
+    text = (await ReceiverMetrics().render(redis, "cvco:queue", 2.0)).decode()
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exposed = {f.name + s for f in text_string_to_metric_families(text) for s in suffixes.get(f.type, ("",))}
+    rules = [
+        r["expr"] for g in yaml_docs(DEPLOY / "prometheus" / "alerts.yaml")[0]["groups"] for r in g["rules"]
+    ]
+    dashboard = json.loads((DEPLOY / "prometheus" / "grafana-dashboard.json").read_text())
+    exprs = rules + [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bcvco_[a-z0-9_]+", expr)}
+    assert len(used) >= 9 and used <= exposed, used - exposed
+    assert {o for expr in exprs for o in re.findall(r'outcome="(\w+)"', expr)} <= set(OUTCOMES)
+    queue_age = next(e for e in rules if "oldest_age" in e)
+    assert float(queue_age.split(">")[-1]) == Settings().queue_age_alert_s
+
+
+def test_nginx_limits_and_timeouts_fit_the_receiver_and_the_platform() -> None:
+    """Body limit = the receiver's 64 KiB; a retried notification still answers within the platform's 10 s."""
+    blocks = nginx_blocks((NGINX / "nginx.conf").read_text())
+    http = blocks["http"]
+    assert nginx_bytes(directive(http, "client_max_body_size")[0]) == MAX_BODY_BYTES
+    ingress = k8s("Ingress", "cvco-ipn")["metadata"]["annotations"]
+    assert nginx_bytes(ingress["nginx.ingress.kubernetes.io/proxy-body-size"]) == MAX_BODY_BYTES
+    connect, read, retry_window = (
+        nginx_seconds(directive(http, d)[0])
+        for d in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_next_upstream_timeout")
+    )
+    assert retry_window + connect + read < PLATFORM_TIMEOUT_S
+    assert directive(http, "proxy_next_upstream_tries") == ["2"] and directive(
+        http, "proxy_request_buffering"
+    ) == ["on"]
+    assert {"error", "timeout", "http_503", "non_idempotent"} <= set(
+        directive(blocks["http/server#1/location = /ipn"], "proxy_next_upstream")
+    )
+    assert ["X-Forwarded-For", "$proxy_add_x_forwarded_for"] in [
+        a[1:] for a in http if a[0] == "proxy_set_header"
+    ]
+    assert directive(blocks["http/upstream cvco_receivers"], "include") == ["upstream.conf"]
+    public = [b for b in blocks if b.startswith("http/server#1/location")]
+    assert (
+        not [b for b in public if "/metrics" in b]
+        and ["deny", "all"] in blocks["http/server#2/location = /metrics"]
+    )
+
+
+def test_trusted_proxies_of_the_receivers_cover_the_load_balancer() -> None:
+    """compose: the nginx address is inside the receivers' CVCO_TRUSTED_PROXIES, so X-Forwarded-For is read."""
+    nginx_address = compose()["services"]["nginx"]["networks"]["lb"]["ipv4_address"]
+    for name, service in cvco_services().items():
+        trusted = Settings(trusted_proxies=service["environment"]["CVCO_TRUSTED_PROXIES"])
+        assert any(ip_address(nginx_address) in n for n in trusted.trusted_proxies), name
+
+
+def test_grace_periods_exceed_the_app_shutdown_times(settings: Settings) -> None:
+    """Receiver: preStop + aiohttp shutdown_timeout < grace; worker: job timeout + completion wait < grace."""
+    receiver = k8s("Deployment", "cvco-ipn-receiver")["spec"]["template"]["spec"]
+    pre_stop = float(receiver["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pre_stop + SHUTDOWN_TIMEOUT_S < receiver["terminationGracePeriodSeconds"]
+    options = worker_options(settings)
+    worker_needs = options["job_timeout"] + options["job_completion_wait"]
+    assert (
+        worker_needs
+        < k8s("Deployment", "cvco-ipn-worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    )
+    services = compose()["services"]
+    assert nginx_seconds(services["receiver-1"]["stop_grace_period"]) > SHUTDOWN_TIMEOUT_S
+    assert worker_needs < nginx_seconds(services["worker"]["stop_grace_period"])
+
+
+async def test_worker_probe_reads_the_health_key_arq_writes(settings: Settings, redis: Redis) -> None:
+    """The worker's exec probe (k8s and compose alike) exits 0 only while arq's health-check key exists."""
+    probe = k8s("Deployment", "cvco-ipn-worker")["spec"]["template"]["spec"]["containers"][0][
+        "livenessProbe"
+    ]["exec"]["command"]
+    assert compose()["services"]["worker"]["healthcheck"]["test"][1:] == probe
+    env = {
+        "CVCO_REDIS_URL": TEST_REDIS_URL,
+        "CVCO_QUEUE_NAME": settings.queue_name,
+        "PATH": str(Path(sys.executable).parent),
+    }
+
+    def probe_status() -> int:
+        argv = [sys.executable, *probe[1:]]
+        return subprocess.run(argv, env=env, cwd=DEPLOY.parent, timeout=30, check=False).returncode
+
+    assert probe_status() == 1
+    await redis.set(build_worker(settings).health_check_key, "alive")
+    assert probe_status() == 0
+
+
+def test_shipped_nginx_config_passes_nginx_t_with_tls(tmp_path: Path) -> None:
+    """deploy/nginx as shipped (TLS listener; a throwaway certificate at the mounted paths) passes `nginx -t`."""
+    shutil.copytree(NGINX, tmp_path, dirs_exist_ok=True)
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    openssl = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+    ]
+    subprocess.run(
+        [*openssl, "-keyout", str(key), "-out", str(cert)], capture_output=True, timeout=60, check=True
+    )
+    listen = tmp_path / "listen.conf"
+    listen.write_text(listen.read_text().replace("/etc/nginx/certs/", f"{tmp_path}/"))
+    (tmp_path / "upstream.conf").write_text("server 127.0.0.1:1;\n")
+    result = nginx_test(tmp_path, tmp_path / "nginx.conf")
+    assert result.returncode == 0, result.stderr
+
+
+def test_rendered_nginx_config_passes_nginx_t_and_a_broken_one_does_not(tmp_path: Path) -> None:
+    """render_nginx_conf gives a config nginx accepts; with no receiver listed, nginx refuses it."""
+    conf = render_nginx_conf(tmp_path / "ok", ["127.0.0.1:8001", "127.0.0.1:8002"], free_port(), free_port())
+    result = nginx_test(tmp_path / "ok", conf)
+    assert result.returncode == 0, result.stderr
+    broken = render_nginx_conf(tmp_path / "broken", [], free_port(), free_port())
+    assert nginx_test(tmp_path / "broken", broken).returncode != 0
