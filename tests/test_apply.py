@@ -1,0 +1,181 @@
+"""The exactly-once apply on a real Redis: any order, any duplicates, concurrent workers, one event each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from itertools import pairwise
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from schemas.notification import parse_notification
+from schemas.settings import Settings, ShopConfig
+from tests.conftest import TEST_REDIS_URL
+from tests.notifications import (
+    RECEIVED_AT,
+    UUID_CB,
+    UUID_PAY,
+    UUID_REFUND,
+    cascade,
+    leg,
+    notification,
+    queued,
+)
+from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, load_payment
+from workers.decide import PaymentState, decide
+from workers.jobs import handle_notification
+
+SINGLE_LIFE = [
+    notification("WAITING_AUTHORISATION", auth=None),
+    notification("AUTHORISED"),
+    notification("AUTHORISED", source="BO"),
+    notification("CAPTURED", source="BATCH"),
+    notification("CAPTURED", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO"),
+]
+CASCADE_LIFE = [
+    cascade(
+        [leg(1, "CVCO", 6000, "AUTHORISED", UUID_PAY), leg(2, "CB", 4000, "WAITING_AUTHORISATION", UUID_CB)]
+    ),
+    cascade([leg(2, "CB", 4000, "AUTHORISED", UUID_CB)]),
+    cascade(
+        [leg(1, "CVCO", 6000, "CAPTURED", UUID_PAY), leg(2, "CB", 4000, "CAPTURED", UUID_CB)], source="BATCH"
+    ),
+]
+CANCEL_LIFE = [
+    notification("WAITING_AUTHORISATION", auth=None),
+    notification("AUTHORISED"),
+    notification("CANCELLED", source="MERCH_BO", auth=None),
+    notification("AUTHORISED", source="RETRY"),
+]
+LIVES = {"single": SINGLE_LIFE, "cascade": CASCADE_LIFE, "cancel": CANCEL_LIFE}
+
+
+def essence(state: PaymentState | None) -> object:
+    """The business state to compare: phase, amounts, every transaction's status, fingerprints applied."""
+    assert state is not None
+    return (
+        state.phase,
+        state.paid_amount,
+        state.cvco_amount,
+        state.refunded_amount,
+        sorted((slot, tx.status) for slot, tx in state.legs.items()),
+        sorted((slot, tx.status) for slot, tx in state.refunds.items()),
+        state.seen,
+    )
+
+
+def pure_final(notes: list[dict[str, str]]) -> tuple[object, list[str]]:
+    state: PaymentState | None = None
+    ids = []
+    for fields in notes:
+        decision = decide(state, parse_notification(fields), RECEIVED_AT)
+        state = decision.state or state
+        if decision.event:
+            ids.append(decision.event.event_id)
+    return essence(state), ids
+
+
+orders = st.sampled_from(sorted(LIVES)).flatmap(
+    lambda name: st.tuples(
+        st.just(name),
+        st.permutations(LIVES[name]),
+        st.lists(st.sampled_from(LIVES[name]), max_size=4),
+    )
+)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(orders)
+def test_pure_core_any_order_and_duplicates_give_one_final_state_and_no_repeated_event(
+    case: tuple[str, list[dict[str, str]], list[dict[str, str]]],
+) -> None:
+    """The state machine plus its fingerprint dedupe converge whatever the order, never repeating an event."""
+    name, permutation, duplicates = case
+    notes = list(permutation) + duplicates
+    final, ids = pure_final(notes)
+    assert final == pure_final(LIVES[name])[0]
+    assert len(ids) == len(set(ids))
+
+
+@hypothesis_settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=orders)
+async def test_redis_path_any_order_and_duplicates_give_one_final_state_and_no_repeated_event(
+    redis: Redis,
+    settings: Settings,
+    shop: ShopConfig,
+    case: tuple[str, list[dict[str, str]], list[dict[str, str]]],
+) -> None:
+    """Through handle_notification and the Lua apply: same final state, each stream event_id once."""
+    await redis.flushdb()
+    name, permutation, duplicates = case
+    outcomes = [
+        await handle_notification(redis, settings, queued(fields, shop))
+        for fields in [*permutation, *duplicates]
+    ]
+    key = outcomes[0].payment_key
+    assert essence(await load_payment(redis, key)) == pure_final(LIVES[name])[0]
+    entries = await redis.xrange(settings.stream)
+    ids = [json.loads(fields[b"event"])["event_id"] for _, fields in entries]
+    assert len(ids) == len(set(ids)) == sum(outcome.published for outcome in outcomes)
+
+
+async def test_two_workers_on_the_same_notification_at_once_publish_one_event(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Concurrent handle_notification calls on separate connections: one publishes, the others do not."""
+    clients = [Redis.from_url(TEST_REDIS_URL) for _ in range(4)]
+    try:
+        for round_number in range(10):
+            trans_id = f"Cc{round_number:04d}"
+            copies = [
+                notification("AUTHORISED", trans_id=trans_id, source=src)
+                for src in ("PAY", "BO", "RETRY", "PAY")
+            ]
+            outcomes = await asyncio.gather(
+                *(
+                    handle_notification(client, settings, queued(fields, shop))
+                    for client, fields in zip(clients, copies, strict=True)
+                )
+            )
+            assert sorted(outcome.result for outcome in outcomes) == [
+                "duplicate",
+                "duplicate",
+                "duplicate",
+                "published",
+            ]
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert await redis.xlen(settings.stream) == 10
+
+
+async def test_a_rerun_of_an_applied_job_publishes_nothing_and_the_state_expires(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """A job re-run (after a crash past its write) is a duplicate; the payment hash carries its TTL."""
+    job = queued(notification("AUTHORISED"), shop)
+    first = await handle_notification(redis, settings, job)
+    again = await handle_notification(redis, settings, job)
+    assert (first.result, again.result) == ("published", "duplicate")
+    assert await redis.xlen(settings.stream) == 1
+    ttl = await redis.ttl(PAYMENT_PREFIX + first.payment_key)
+    assert PAYMENT_TTL_S - 60 < ttl <= PAYMENT_TTL_S
+
+
+async def test_stream_entries_carry_filter_fields_and_stay_in_order(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Each entry has `event`, `type`, `shop_id`, `event_id`; a payment's events come in the order applied."""
+    for fields in SINGLE_LIFE:
+        await handle_notification(redis, settings, queued(fields, shop))
+    entries = await redis.xrange(settings.stream)
+    types = [fields[b"type"].decode() for _, fields in entries]
+    assert types == ["payment.pending", "payment.accepted", "payment.captured", "payment.refunded"]
+    for (_, earlier), (_, later) in pairwise(entries):
+        assert json.loads(earlier[b"event"])["event_id"] != json.loads(later[b"event"])["event_id"]
+    assert {fields[b"shop_id"] for _, fields in entries} == {b"12345678"}
