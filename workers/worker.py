@@ -16,12 +16,13 @@ from typing import Any, TypedDict
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.cron import CronJob
-from arq.typing import WorkerCoroutine
-from arq.worker import Function, Worker, func
+from arq.worker import Function, Worker
 
-from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, dumps, loads
+from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
+from workers.failures import JobHandler, notification_function
 from workers.jobs import handle_notification
+from workers.watch import alert_on_outcome, scheduled_jobs
 
 log = structlog.get_logger("cvco.worker")
 
@@ -85,13 +86,11 @@ async def _on_job_start(ctx: WorkerContext) -> None:
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...)."""
-    # --- failure handling (engineer E): wrap the job here, e.g. `job = with_retry_and_park(job)` ---
-    job: WorkerCoroutine = process_notification  # type: ignore[assignment]  # arq's protocol types ctx as dict
-    # --- scheduled jobs (engineer E): the session-expiry sweeper and other crons go here ---------------
-    cron_jobs: list[CronJob] = []
-    functions: list[Function] = [
-        func(job, name=PROCESS_NOTIFICATION, timeout=settings.job_timeout_s, max_tries=settings.max_tries)
-    ]
+    # --- failure handling (engineer E): retry transient errors, park the rest, alert on outcomes ---
+    handler: JobHandler = process_notification  # type: ignore[assignment]  # arq's protocol types ctx as dict
+    functions: list[Function] = [notification_function(handler, settings, on_outcome=alert_on_outcome)]
+    # --- scheduled jobs (engineer E): session-expiry sweep, alert sender, signature-burst and queue-age checks
+    cron_jobs: list[CronJob] = scheduled_jobs(settings)
     options: dict[str, Any] = {
         "functions": functions,
         "cron_jobs": cron_jobs,

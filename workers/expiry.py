@@ -1,0 +1,53 @@
+"""The session-expiry sweep: a payment session whose deadline passed in silence becomes `payment.expired`.
+
+The platform may never notify a session the buyer walked away from, so a cron looks at `cvco:sessions`
+(score = deadline, set by the form builder or by a first pending notification) and publishes the expiry
+through the workers' exactly-once path, `publish_session_expiry`, which leaves alone any payment that got
+past pending. The session is unwatched only after that call returned: a worker dying in between makes
+the next sweep call it again, and the exactly-once apply turns the second call into a duplicate. Several
+workers sweeping at once therefore publish one event per session.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+from redis.asyncio import Redis
+
+from schemas.errors import TRANSIENT_ERRORS
+from schemas.settings import Settings
+from workers.jobs import publish_session_expiry
+from workers.sessions import SESSIONS_KEY, load_session
+
+SWEEP_BATCH = 500
+"""Sessions handled per sweep at most; the rest wait for the next run."""
+
+log = structlog.get_logger(__name__)
+
+
+async def sweep_expired_sessions(
+    redis: Redis, settings: Settings, *, now: datetime | None = None, limit: int = SWEEP_BATCH
+) -> int:
+    """Publish the expiry of every watched session whose deadline has passed; returns events published."""
+    current = now or datetime.now(UTC)
+    due = await redis.zrangebyscore(SESSIONS_KEY, "-inf", current.timestamp(), start=0, num=limit)
+    published = 0
+    for member in due:
+        key = member.decode() if isinstance(member, bytes) else str(member)
+        try:
+            pending = await load_session(redis, key)
+            if pending is not None:
+                outcome = await publish_session_expiry(redis, settings, pending, current)
+                published += outcome.published
+            else:  # its record outlived the deadline by a day: nothing left to expire
+                log.warning("session_record_missing", payment_key=key)
+            await redis.zrem(SESSIONS_KEY, key)
+        except TRANSIENT_ERRORS as e:  # left watched: the next sweep tries again
+            log.warning("session_sweep_interrupted", payment_key=key, reason=f"{type(e).__name__}: {e}")
+            break
+        except Exception:  # a bug on one session must not stop the others; it stays watched and logged
+            log.exception("session_expiry_failed", payment_key=key)
+    if published:
+        log.info("sessions_expired", count=published)
+    return published
