@@ -3,15 +3,135 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.logs import configure_logging
+from schemas.settings import load_settings
+from simulator.deliver import Outcome
+from simulator.demo import DEMO_TEST_KEY, DemoReport, run_demo
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "demo", help="run receiver, worker and simulated traffic on an embedded Redis; print what happened"
     )
+    parser.add_argument("--seed", type=int, help="same seed, same simulated notifications")
     parser.set_defaults(handler=run)
 
 
+def _euros(cents: object) -> str:
+    return f"{cents / 100:.2f}" if isinstance(cents, int) else "-"
+
+
+def print_start(report: DemoReport, console: Console) -> None:
+    where = "embedded Redis (temporary, no persistence)" if report.embedded else "CVCO_REDIS_URL"
+    console.print(f"[bold]cvco-ipn demo[/bold]: {where} at {report.redis_url}")
+    shop = report.settings.shops[report.shop_id]
+    key = DEMO_TEST_KEY if shop.key_for("TEST") == DEMO_TEST_KEY else "from CVCO_SHOPS"
+    console.print(f"demo shop {report.shop_id}, {shop.modes[0]} key {key}; stream {report.settings.stream}")
+    console.print(
+        f"receiver + worker in this process; {len(report.deliveries)} platform actions over "
+        f"{len({d.scenario for d in report.deliveries})} scenarios; sessions time out after "
+        f"{report.settings.session_timeout_s} s + {report.settings.session_grace_s} s grace"
+    )
+    if not report.embedded:
+        console.print(
+            "[yellow]shared Redis: the demo's stream and queue are run-scoped and expire in 1 h[/yellow]"
+        )
+
+
+def print_events(report: DemoReport, console: Console) -> None:
+    scenario_of = {d.order_id: d.scenario for d in report.deliveries}
+    table = Table(title=f"Events on {report.settings.stream}")
+    for column in ("type", "scenario", "order", "amount €", "CVCO €", "status", "source"):
+        table.add_column(column, justify="right" if "€" in column else "left", no_wrap=True, min_width=6)
+    table.add_column("auth result", no_wrap=True, max_width=36, overflow="ellipsis")
+    for event in report.events:
+        auth = event.get("auth_result") or {}
+        table.add_row(
+            event["type"],
+            scenario_of.get(event.get("order_id") or "", "?"),
+            event.get("order_id") or "-",
+            _euros(event.get("amount")),
+            _euros(event.get("cvco_amount")),
+            str(event.get("status")),
+            str(event.get("source")),
+            f"{auth.get('code') or ''} {auth.get('message') or ''}".strip(),
+        )
+    console.print(table)
+
+
+def print_failed(report: DemoReport, console: Console) -> None:
+    table = Table(title="Failed (parked) jobs")
+    for column in ("id", "shop", "order", "error"):
+        table.add_column(column)
+    for job in report.failed:
+        table.add_row(job.id[:16] + "…", job.shop_id, job.order_id, f"{job.error_class}: {job.error_message}")
+    console.print(table)
+    console.print(
+        "The parked job is the deliberately broken notification: correctly signed, so the receiver answered "
+        "200 and kept it,\nbut its vads_payment_seq is not JSON. An operator sees it with "
+        "`cvco-ipn failed list` and can replay it once fixed."
+    )
+
+
+def print_outcome(report: DemoReport, console: Console) -> None:
+    total = report.summary.total
+    p50, p99 = report.summary.percentile_ms(0.5), report.summary.percentile_ms(0.99)
+    console.print(
+        f"{total.sent} actions, {total.accepted} delivered, {total.retried} retried, {total.failed} failed; "
+        f"HTTP latency p50 {p50 or 0:.1f} ms, p99 {p99 or 0:.1f} ms; "
+        f"{len(report.events)} events, {len(report.failed)} parked; {report.elapsed_s:.1f} s"
+    )
+    if report.problems:
+        console.print("[red bold]MISSING OR UNEXPECTED:[/red bold]")
+        for problem in report.problems:
+            console.print(f"  [red]{problem}[/red]")
+    else:
+        console.print("[green bold]every scenario gave exactly the events it should[/green bold]")
+
+
+async def _demo(args: argparse.Namespace, console: Console) -> DemoReport:
+    base = load_settings()
+    redis_url = os.environ.get("CVCO_REDIS_URL") or None
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task_id = progress.add_task("platform → receiver", total=None)
+
+    def started(report: DemoReport) -> None:
+        print_start(report, console)
+        progress.update(task_id, total=len(report.deliveries))
+        progress.start()
+
+    def delivered(outcome: Outcome) -> None:
+        progress.update(task_id, advance=1, description=f"{outcome.delivery.scenario:<27}")
+
+    try:
+        return await run_demo(
+            base, redis_url=redis_url, seed=args.seed, on_start=started, on_outcome=delivered
+        )
+    finally:
+        progress.stop()
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("cvco-ipn demo: not built yet")
+    configure_logging("ERROR")
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log file: wide enough for the tables, never wrapped
+        console = Console(width=170)
+    report = asyncio.run(_demo(args, console))
+    print_events(report, console)
+    print_failed(report, console)
+    print_outcome(report, console)
+    return 1 if report.problems else 0

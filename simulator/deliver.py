@@ -202,8 +202,14 @@ async def play(
     concurrency: int = 100,
     register_session: SessionRegistrar | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    settle: Callable[[Delivery], Awaitable[None]] | None = None,
 ) -> Summary:
-    """Deliver everything; a silent session is registered through `register_session` and never notified."""
+    """Deliver everything; a silent session is registered through `register_session` and never notified.
+
+    `settle(delivery)`, when given, is awaited after each delivered notification before the next one of
+    the same payment: the demo waits there until the worker has applied it, as the platform's notifications
+    of one payment come minutes apart.
+    """
     policy = policy or RetryPolicy()
     bucket = TokenBucket(rate) if rate else None
     summary = Summary()
@@ -221,6 +227,8 @@ async def play(
             summary.add(outcome)
             if on_outcome:
                 on_outcome(outcome)
+            if settle is not None and outcome.delivered and delivery.session is None:
+                await settle(delivery)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session, asyncio.TaskGroup() as tasks:

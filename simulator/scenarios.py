@@ -172,12 +172,13 @@ def _abandoned(p: Platform, name: str) -> list[Delivery]:
 def _abandoned_complement(p: Platform, name: str) -> list[Delivery]:
     """Seed §8.2: the buyer cancels (1013) or lets the session expire (1015) during the card complement."""
     deliveries = []
-    for code in ("1013", "1015"):
+    for code, event in (("1013", "payment.abandoned"), ("1015", "payment.expired")):
         pay = p.payment(p.rng.randrange(3000, 60_000, 10))
         legs = p.cascade_legs(pay, "ABANDONED", "")
-        legs[0] = Leg("CVCO", legs[0].amount, "CANCELLED", "0", legs[0].trans_uuid, legs[0].card_number)
+        # the CVCO part is cancelled, and its ANCV result code says why: the complement was not completed
+        legs[0] = Leg("CVCO", legs[0].amount, "CANCELLED", code, legs[0].trans_uuid, legs[0].card_number)
         fields = cascade_fields(pay, legs, p.rng, status="ABANDONED", source="PAY", auth_result=code)
-        deliveries.append(p.send(name, f"MULTI ABANDONED {code} (PAY)", pay, fields, "payment.abandoned"))
+        deliveries.append(p.send(name, f"MULTI ABANDONED {code} (PAY)", pay, fields, event))
     return deliveries
 
 

@@ -149,8 +149,13 @@ def test_abandonments_have_no_operation_type_nor_sequence_number(shop: ShopConfi
             assert fields["vads_trans_status"] == "ABANDONED"
             assert "vads_operation_type" not in fields and "vads_sequence_number" not in fields
         if name == "abandoned-complement":
-            legs = json.loads(notifications[0]["vads_payment_seq"])["transactions"]
-            assert [leg["trans_status"] for leg in legs] == ["CANCELLED", "ABANDONED"]
+            for fields, code in zip(notifications, codes, strict=True):
+                legs = json.loads(fields["vads_payment_seq"])["transactions"]
+                assert [(leg["card_brand"], leg["trans_status"]) for leg in legs] == [
+                    ("CVCO", "CANCELLED"),
+                    ("CB", "ABANDONED"),
+                ]
+                assert legs[0]["auth_result"] == code
 
 
 def test_duplicates_retry_and_out_of_order_expect_exactly_one_event_per_state(shop: ShopConfig) -> None:
