@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 from email.message import Message
 from typing import Any
 
@@ -39,7 +40,7 @@ def mail_settings(settings: Settings, url: str, window_s: int = 900) -> Settings
 
 def parsed(envelope: Envelope) -> Message:
     assert isinstance(envelope.content, bytes)
-    return email.message_from_bytes(envelope.content)
+    return email.message_from_bytes(envelope.content, policy=email.policy.default)
 
 
 def body(envelope: Envelope) -> str:
