@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
-from ingest import handlers
+from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
 from ingest.metrics import Outcome, ReceiverMetrics
@@ -133,4 +133,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    forms_api.add_form_routes(app, settings)
     return app
