@@ -15,10 +15,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION
 from schemas.notification import InvalidNotification
-from schemas.settings import Settings
+from schemas.settings import Settings, ShopConfig
 from tests.conftest import TEST_REDIS_URL
+from tests.notifications import notification, queued
 from workers import failed_store
 from workers.failures import JobHandler, backoff_s, notification_function, with_failure_policy
+from workers.worker import build_worker
 
 PAYLOAD = {
     "fields": {"vads_site_id": "12345678", "vads_order_id": "CMD-1", "vads_trans_id": "abc123"},
@@ -223,3 +225,29 @@ def test_registration_leaves_arq_room_to_park(settings: Settings) -> None:
     assert function.name == PROCESS_NOTIFICATION
     assert function.timeout_s is not None and function.timeout_s > settings.job_timeout_s
     assert function.max_tries is not None and function.max_tries > settings.max_tries
+
+
+async def test_real_worker_parks_bad_payloads_and_bad_payment_seq_at_once(
+    pool: ArqRedis, settings: Settings, shop: ShopConfig
+) -> None:
+    """Through the deployed worker: a payload failing validation and a bad vads_payment_seq are parked on try 1."""
+    bad_seq = queued(notification("AUTHORISED", extra={"vads_payment_seq": "{not json"}), shop)
+    await pool.enqueue_job(
+        PROCESS_NOTIFICATION,
+        bad_seq.model_dump(mode="json"),
+        _job_id="ipn:bad-seq",
+        _queue_name=settings.queue_name,
+    )
+    await pool.enqueue_job(
+        PROCESS_NOTIFICATION, {"nope": 1}, _job_id="ipn:garbage", _queue_name=settings.queue_name
+    )
+    worker = build_worker(settings, burst=True, poll_delay=0, handle_signals=False)
+    await worker.main()
+    await worker.close()
+    assert (worker.jobs_retried, worker.jobs_failed) == (0, 0)
+    seq_entry = await failed_store.get(pool, "ipn:bad-seq")
+    garbage = await failed_store.get(pool, "ipn:garbage")
+    assert seq_entry is not None and garbage is not None
+    assert (seq_entry.error_class, seq_entry.tries) == ("InvalidNotification", 1)
+    assert "vads_payment_seq" in seq_entry.error_message
+    assert (garbage.error_class, garbage.tries, garbage.shop_id) == ("ValidationError", 1, "")
