@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -331,8 +331,10 @@ def test_nginx_limits_and_timeouts_fit_the_receiver_and_the_platform() -> None:
 
 
 def test_trusted_proxies_of_the_receivers_cover_the_load_balancer() -> None:
-    """compose: the nginx address is inside the receivers' CVCO_TRUSTED_PROXIES, so X-Forwarded-For is read."""
+    """compose: nginx's fixed address is in its network and in the receivers' CVCO_TRUSTED_PROXIES."""
     nginx_address = compose()["services"]["nginx"]["networks"]["lb"]["ipv4_address"]
+    subnet = compose()["networks"]["lb"]["ipam"]["config"][0]["subnet"]
+    assert ip_address(nginx_address) in ip_network(subnet)
     for name, service in cvco_services().items():
         trusted = Settings(trusted_proxies=service["environment"]["CVCO_TRUSTED_PROXIES"])
         assert any(ip_address(nginx_address) in n for n in trusted.trusted_proxies), name
