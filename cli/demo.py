@@ -69,8 +69,9 @@ def print_events(report: DemoReport, console: Console) -> None:
 
 def print_failed(report: DemoReport, console: Console) -> None:
     table = Table(title="Failed (parked) jobs")
-    for column in ("id", "shop", "order", "error"):
-        table.add_column(column)
+    for column in ("id", "shop", "order"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", no_wrap=True, max_width=100, overflow="ellipsis")
     for job in report.failed:
         table.add_row(job.id[:16] + "…", job.shop_id, job.order_id, f"{job.error_class}: {job.error_message}")
     console.print(table)
