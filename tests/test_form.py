@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from ingest.form import CartLine, Customer, PaymentRequest, Shipping, build_form, request_fields, sign_form
@@ -205,3 +207,23 @@ def test_blank_optional_values_are_left_out(shop: ShopConfig) -> None:
     assert "vads_cust_email" not in fields
     assert fields["vads_cust_city"] == "Paris"
     assert warnings == []
+
+
+ANS_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=["Cc", "Cs"], blacklist_characters="<>"),
+    min_size=1,
+    max_size=63,
+)
+
+
+@given(first_name=ANS_TEXT, info=ANS_TEXT, amount=st.integers(2000, 10**12 - 1))
+def test_any_valid_text_is_sent_unchanged_and_the_signature_verifies(
+    first_name: str, info: str, amount: int
+) -> None:
+    """Never strip or trim (form-api.md §1): what the merchant gave is what is signed and sent."""
+    shop = ShopConfig(test_key=SecretStr(TEST_KEY), modes=("TEST",))
+    form = build_form(request(amount=amount, customer=Customer(first_name=first_name), order_info=info), shop)
+    assert form.fields["vads_cust_first_name"] == first_name
+    assert form.fields["vads_order_info"] == info
+    assert form.fields["vads_amount"] == str(amount)
+    assert verify_signature(form.fields, form.signature, shop) == "valid"
