@@ -19,7 +19,7 @@ from schemas.settings import Settings, ShopConfig
 from tests.conftest import TEST_REDIS_URL
 from tests.notifications import notification, queued
 from workers import failed_store
-from workers.failures import JobHandler, backoff_s, notification_function, with_failure_policy
+from workers.failures import PARK_MARGIN_S, JobHandler, backoff_s, notification_function, with_failure_policy
 from workers.worker import build_worker
 
 PAYLOAD = {
@@ -251,3 +251,11 @@ async def test_real_worker_parks_bad_payloads_and_bad_payment_seq_at_once(
     assert (seq_entry.error_class, seq_entry.tries) == ("InvalidNotification", 1)
     assert "vads_payment_seq" in seq_entry.error_message
     assert (garbage.error_class, garbage.tries, garbage.shop_id) == ("ValidationError", 1, "")
+
+
+async def test_crons_do_not_delay_the_recovery_of_a_killed_workers_jobs(settings: Settings) -> None:
+    """arq holds orphaned jobs for the longest function timeout + 10 s: the crons never raise that bound."""
+    worker = build_worker(settings, handle_signals=False)
+    assert worker.in_progress_timeout_s == settings.job_timeout_s + PARK_MARGIN_S + 10
+    assert {"cvco_session_expiry", "cvco_alert_sender", "cvco_checks"} <= set(worker.functions)
+    await worker.close()

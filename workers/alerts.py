@@ -12,6 +12,7 @@ count goes out in one summary mail with the latest folded alert, so nothing is s
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -166,13 +167,28 @@ async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
     return sent, True
 
 
-async def deliver_alerts(redis: Redis, settings: Settings, *, limit: int = 200) -> int:
-    """Mail queued alerts, folding those of an open window; stops at the first SMTP failure. Mails sent."""
+async def _requeue(redis: Redis, group: str, folded: int, raw: bytes) -> None:
+    await _give_back(redis, group, folded, None)
+    await redis.rpush(OUTBOX, raw)  # type: ignore[misc]  # back at the tail: first out next time
+
+
+async def deliver_alerts(
+    redis: Redis, settings: Settings, *, limit: int = 200, budget_s: float | None = None
+) -> int:
+    """Mail queued alerts, folding those of an open window; returns the mails sent.
+
+    Stops at the first SMTP failure, or once `budget_s` has passed (the cron's timeout must not cut a send:
+    a cancelled send puts its alert back first).
+    """
     if not mail_enabled(settings):
         await redis.delete(OUTBOX)
         return 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (budget_s if budget_s is not None else float("inf"))
     sent, smtp_up = await _flush_folded(redis, settings)
     for _ in range(limit if smtp_up else 0):
+        if loop.time() > deadline:
+            break
         raw = await redis.rpop(OUTBOX)  # type: ignore[misc]  # async client
         if raw is None:
             break
@@ -184,9 +200,13 @@ async def deliver_alerts(redis: Redis, settings: Settings, *, limit: int = 200) 
                 await pipe.execute()
             continue
         folded, _ = await _take_folded(redis, alert.group)
-        if not await _mail(settings, alert, folded):
-            await _give_back(redis, alert.group, folded, None)
-            await redis.rpush(OUTBOX, raw)  # type: ignore[misc]  # back at the tail: first out next time
+        try:
+            mailed = await _mail(settings, alert, folded)
+        except asyncio.CancelledError:
+            await asyncio.shield(_requeue(redis, alert.group, folded, raw))
+            raise
+        if not mailed:
+            await _requeue(redis, alert.group, folded, raw)
             break
         sent += 1
     return sent

@@ -9,7 +9,7 @@ import aiosmtplib
 
 from schemas.settings import Settings
 
-SMTP_TIMEOUT_S = 10.0
+SMTP_TIMEOUT_S = 5.0
 
 MAIL_ERRORS: tuple[type[BaseException], ...] = (aiosmtplib.SMTPException, OSError, TimeoutError)
 """What a failed delivery raises; the caller keeps the mail and tries again later."""

@@ -24,6 +24,7 @@ from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
 from workers.expiry import sweep_expired_sessions
+from workers.failures import PARK_MARGIN_S
 
 SWEEP_EVERY_S = 10
 CHECK_EVERY_S = 30
@@ -151,7 +152,8 @@ async def _sweep(ctx: dict[str, Any]) -> int:
 
 
 async def _deliver(ctx: dict[str, Any]) -> int:
-    return await deliver_alerts(ctx["redis"], ctx["settings"])
+    settings: Settings = ctx["settings"]
+    return await deliver_alerts(ctx["redis"], settings, budget_s=settings.job_timeout_s / 2)
 
 
 async def _checks(ctx: dict[str, Any]) -> None:
@@ -160,11 +162,16 @@ async def _checks(ctx: dict[str, Any]) -> None:
 
 
 def scheduled_jobs(settings: Settings, *, sweep_every_s: int = SWEEP_EVERY_S) -> list[CronJob]:
-    """The crons of the failure handling; arq runs each tick on one worker only (`unique`)."""
+    """The crons of the failure handling; arq runs each tick on one worker only (`unique`).
+
+    Their timeout is the notification job's: arq holds a killed worker's jobs for the longest function
+    timeout (+10 s) before another worker may take them, so a longer cron would delay that recovery.
+    """
     every = set(range(0, 60, sweep_every_s))
     checks = set(range(0, 60, CHECK_EVERY_S))
+    timeout = settings.job_timeout_s + PARK_MARGIN_S
     return [
-        cron(_sweep, name="cvco_session_expiry", second=every, run_at_startup=True, timeout=60),
-        cron(_deliver, name="cvco_alert_sender", second=every, timeout=120),
-        cron(_checks, name="cvco_checks", second=checks, timeout=60),
+        cron(_sweep, name="cvco_session_expiry", second=every, run_at_startup=True, timeout=timeout),
+        cron(_deliver, name="cvco_alert_sender", second=every, timeout=timeout),
+        cron(_checks, name="cvco_checks", second=checks, timeout=timeout),
     ]
