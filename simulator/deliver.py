@@ -8,6 +8,7 @@ rate, and returns a `Summary` of what was accepted, retried and finally failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -103,15 +104,20 @@ async def deliver(
     fields: Mapping[str, str],
     policy: RetryPolicy,
     bucket: TokenBucket | None = None,
+    slots: asyncio.Semaphore | None = None,
 ) -> tuple[Attempt, ...]:
-    """POST until delivered, at most 1 + `policy.retries` times, `policy.interval_s` apart."""
+    """POST until delivered, at most 1 + `policy.retries` times, `policy.interval_s` apart.
+
+    `slots` bounds the requests in flight; the wait for one is not part of an attempt's latency or timeout.
+    """
     attempts: list[Attempt] = []
     for attempt_number in range(policy.retries + 1):
         if attempt_number:
             await asyncio.sleep(policy.interval_s)
         if bucket:
             await bucket.acquire()
-        attempt = await post_once(session, url, fields, policy.timeout_s)
+        async with slots or contextlib.nullcontext():
+            attempt = await post_once(session, url, fields, policy.timeout_s)
         attempts.append(attempt)
         if attempt.delivered:
             break
@@ -213,6 +219,7 @@ async def play(
     policy = policy or RetryPolicy()
     bucket = TokenBucket(rate) if rate else None
     summary = Summary()
+    slots = asyncio.Semaphore(concurrency)
     started = time.monotonic()
 
     async def run_chain(session: aiohttp.ClientSession, chain: list[Delivery]) -> None:
@@ -222,7 +229,7 @@ async def play(
                 if register_session is not None and await register_session(delivery.session):
                     attempts = (Attempt(200, 0.0),)
             else:
-                attempts = await deliver(session, url, delivery.fields, policy, bucket)
+                attempts = await deliver(session, url, delivery.fields, policy, bucket, slots)
             outcome = Outcome(delivery, attempts)
             summary.add(outcome)
             if on_outcome:
