@@ -11,8 +11,10 @@ Redis layout (all under `cvco:`):
 - `cvco:sessions` (sorted set, `workers.sessions`): a payment that got past pending leaves it here, so
   the expiry sweeper has nothing to do for it.
 
-The worker reads the state, decides in Python, then runs `_APPLY` which writes only if the version is
-still the one it read: two workers on the same payment cannot both win, and the loser decides again.
+The worker decides in Python, then runs `_APPLY`, which writes only if the payment is still at the
+version the decision was made on, and otherwise answers the current version and state: two workers on
+the same payment cannot both win, and the loser decides again on what the winner wrote. The first
+attempt assumes a new payment (version 0), so a payment's first notification costs one round trip.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ PAYMENT_TTL_S = 120 * 86400
 _APPLY = """
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then
-  return {0, current}
+  return {0, current, redis.call('HGET', KEYS[1], 's') or ''}
 end
 redis.call('HSET', KEYS[1], 'v', tostring(tonumber(current) + 1), 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -52,7 +54,12 @@ _APPLY_SHA = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest()
 
 
 class VersionConflict(Exception):
-    """Another worker changed the payment since it was read: read again and decide again."""
+    """The payment is not at the version the decision was made on; carries what it is at instead."""
+
+    def __init__(self, key: str, version: str, state: PaymentState | None) -> None:
+        super().__init__(f"payment {key} is at version {version}")
+        self.version = version
+        self.state = state
 
 
 def _text(value: bytes | str) -> str:
@@ -76,7 +83,8 @@ async def load_payment(redis: Redis, key: str) -> PaymentState | None:
 async def apply_decision(redis: Redis, settings: Settings, version: str, decision: Decision) -> str | None:
     """Write the decision's state, and XADD its event, iff the payment is still at `version`.
 
-    Returns the stream entry id (None when the decision has no event); raises `VersionConflict`.
+    Returns the stream entry id (None when the decision has no event); raises `VersionConflict` with
+    the current version and state, so the caller decides again without another read.
     """
     state = decision.state
     if state is None:
@@ -97,9 +105,11 @@ async def apply_decision(redis: Redis, settings: Settings, version: str, decisio
         state.key,
     ]
     try:
-        written, entry = await redis.evalsha(_APPLY_SHA, len(keys), *keys, *args)  # type: ignore[misc]  # redis-py types evalsha as Awaitable | value
+        reply = await redis.evalsha(_APPLY_SHA, len(keys), *keys, *args)  # type: ignore[misc]  # redis-py types evalsha as Awaitable | value
     except NoScriptError:
-        written, entry = await redis.eval(_APPLY, len(keys), *keys, *args)  # type: ignore[misc]  # as above
-    if not int(written):
-        raise VersionConflict(f"payment {state.key} is at version {_text(entry)}, not {version}")
-    return _text(entry) or None
+        reply = await redis.eval(_APPLY, len(keys), *keys, *args)  # type: ignore[misc]  # as above
+    if not int(reply[0]):
+        raw = reply[2]
+        current = PaymentState.model_validate_json(raw) if raw else None
+        raise VersionConflict(state.key, _text(reply[1]), current)
+    return _text(reply[1]) or None

@@ -27,7 +27,7 @@ from schemas.job import QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
 from schemas.session import PendingPayment
 from schemas.settings import Settings
-from workers.apply import VersionConflict, apply_decision, load_versioned
+from workers.apply import VersionConflict, apply_decision
 from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
 from workers.sessions import track_session
 
@@ -88,16 +88,21 @@ def authenticate(settings: Settings, queued: QueuedNotification) -> Notification
 async def _apply_until_settled(
     redis: Redis, settings: Settings, key: str, decide_on: Callable[[PaymentState | None], Decision]
 ) -> tuple[Decision, str | None]:
-    """Read, decide, compare-and-set; on a concurrent change, read and decide again."""
+    """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
+
+    The first decision assumes a payment never seen (most notifications are a payment's first); a
+    wrong guess costs nothing but the CPU of that decision, since the conflict brings the real state.
+    """
+    state: PaymentState | None = None
+    version = "0"
     for _ in range(MAX_ATTEMPTS):
-        state, version = await load_versioned(redis, key)
         decision = decide_on(state)
         if decision.state is None:
             return decision, None
         try:
             return decision, await apply_decision(redis, settings, version, decision)
-        except VersionConflict:
-            continue
+        except VersionConflict as conflict:
+            state, version = conflict.state, conflict.version
     raise StateContention(f"payment {key} changed under {MAX_ATTEMPTS} attempts in a row")
 
 
