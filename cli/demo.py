@@ -42,7 +42,9 @@ def print_start(report: DemoReport, console: Console) -> None:
     )
     if not report.embedded:
         console.print(
-            "[yellow]shared Redis: the demo's stream and queue are run-scoped and expire in 1 h[/yellow]"
+            "[yellow]shared Redis: nothing is deleted; the demo's stream and queue are run-scoped and expire "
+            "in 1 h, its payments use a shop of its own, its silent session is expired by the demo itself (no "
+            "cron runs), and its parked job joins the shared failed list (cvco-ipn failed list)[/yellow]"
         )
 
 

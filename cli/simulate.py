@@ -107,6 +107,7 @@ async def simulate(args: argparse.Namespace, settings: Settings) -> Summary:
         rng,
         datetime.now(UTC),
         session_timeout_s=settings.session_timeout_s,
+        session_grace_s=settings.session_grace_s,
         order_prefix=f"SIM{rng.randrange(16**4):04X}",
     )
     deliveries: list[Delivery] = []

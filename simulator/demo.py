@@ -34,6 +34,7 @@ from simulator.deliver import Outcome, RetryPolicy, Summary, play
 from simulator.embedded_redis import EmbeddedRedis, free_port
 from simulator.scenarios import ALL, SCENARIOS, Delivery, Platform
 from workers import failed_store
+from workers.jobs import publish_session_expiry
 from workers.sessions import track_session
 from workers.worker import build_worker
 
@@ -111,10 +112,11 @@ async def receiver(settings: Settings) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def worker(settings: Settings) -> AsyncIterator[None]:
-    """The real arq worker in this loop, its cron jobs sped up; stopped (tasks cancelled) at exit."""
+async def worker(settings: Settings, *, crons: bool) -> AsyncIterator[None]:
+    """The real arq worker in this loop, its cron jobs sped up (or none); stopped (tasks cancelled) at exit."""
     built = build_worker(settings, handle_signals=False, poll_delay=0.05, job_completion_wait=0)
-    built.cron_jobs = [every_second(job) for job in built.cron_jobs]
+    # the crons work on shared keys (every watched session, the alert outbox): only on a Redis of our own
+    built.cron_jobs = [every_second(job) for job in built.cron_jobs] if crons else []
     task = asyncio.create_task(built.async_run(), name="cvco-demo-worker")
     try:
         yield
@@ -184,6 +186,12 @@ def job_settler(redis: Redis) -> Callable[[Delivery], Awaitable[None]]:
     return settle
 
 
+async def expire_when_due(redis: Redis, settings: Settings, pending: PendingPayment) -> None:
+    """What the sweeper does for one session, through the same exactly-once path, at its deadline."""
+    await asyncio.sleep(max(0.0, pending.deadline.timestamp() - time.time()))
+    await publish_session_expiry(redis, settings, pending, datetime.now(UTC))
+
+
 def build_deliveries(settings: Settings, shop_id: str, seed: int | None) -> list[Delivery]:
     shop = settings.shops[shop_id]
     rng = random.Random(seed)
@@ -194,6 +202,7 @@ def build_deliveries(settings: Settings, shop_id: str, seed: int | None) -> list
         rng,
         datetime.now(UTC),
         session_timeout_s=settings.session_timeout_s,
+        session_grace_s=settings.session_grace_s,
         order_prefix=f"DEMO{rng.randrange(16**4):04X}",
     )
     return [delivery for name in (*ALL, "unparsable") for delivery in SCENARIOS[name](platform, name)]
@@ -220,10 +229,16 @@ async def run_demo(
         redis = Redis.from_url(url)
         stack.push_async_callback(redis.aclose)
         notification_url = await stack.enter_async_context(receiver(settings))
-        await stack.enter_async_context(worker(settings))
+        await stack.enter_async_context(worker(settings, crons=not shared))
+        own_sessions: list[PendingPayment] = []
 
         async def register(pending: PendingPayment) -> bool:
-            await track_session(redis, pending)
+            if (
+                shared
+            ):  # kept off the shared watch list, where a real sweeper would expire it into the real stream
+                own_sessions.append(pending)
+            else:
+                await track_session(redis, pending)
             return True
 
         report.summary = await play(
@@ -234,6 +249,8 @@ async def run_demo(
             on_outcome=on_outcome,
             settle=job_settler(redis),
         )
+        for pending in own_sessions:
+            await expire_when_due(redis, settings, pending)
         expected = expected_events(report.deliveries)
         report.events = await wait_for_events(redis, settings.stream, expected, EVENTS_TIMEOUT_S)
         report.problems = compare(expected, report.events)

@@ -15,6 +15,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from tests.conftest import TEST_REDIS_URL
+from workers.sessions import SESSIONS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,13 +94,15 @@ def test_demo_with_no_configuration_shows_every_scenarios_events_and_the_parked_
 
 
 async def test_demo_on_a_given_redis_keeps_its_data_and_writes_to_a_run_scoped_stream(redis: Redis) -> None:
-    """With CVCO_REDIS_URL set the demo uses that Redis, leaves existing keys alone, and its events go to
-    a stream of its own that expires, not to the real `cvco:events`."""
+    """With CVCO_REDIS_URL set the demo uses that Redis, leaves existing keys and watched sessions alone,
+    and all its events (its silent session's expiry included) go to a stream of its own that expires."""
     await redis.set("someone:else", "untouched")
     await redis.xadd("cvco:events", {"event": json.dumps({"type": "payment.accepted"})})
+    await redis.zadd(SESSIONS_KEY, {"87654321:TEST:20260101:abc123": 0})  # a real session, long due
     result, _ = _run_demo(CVCO_REDIS_URL=TEST_REDIS_URL)
     assert result.returncode == 0, result.stdout + result.stderr
     assert await redis.get("someone:else") == b"untouched"
+    assert await redis.zrange(SESSIONS_KEY, 0, -1) == [b"87654321:TEST:20260101:abc123"]  # no demo sweep ran
     assert await redis.xlen("cvco:events") == 1
     stream = re.search(r"stream (cvco:demo:[0-9a-f]+:events)", result.stdout).group(1)  # type: ignore[union-attr]  # the demo prints its stream name
     assert await redis.xlen(stream) == sum(EXPECTED_EVENTS.values())

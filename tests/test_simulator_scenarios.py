@@ -174,11 +174,11 @@ def test_duplicates_retry_and_out_of_order_expect_exactly_one_event_per_state(sh
 
 
 def test_silent_issues_a_session_to_watch_and_sends_nothing(shop: ShopConfig) -> None:
-    """The silent scenario is a pending session whose deadline is the session length after the payment."""
-    platform = Platform(SHOP_ID, shop, "TEST", random.Random(1), NOW, session_timeout_s=2)
+    """The silent scenario is a pending session due the session length plus the grace after the payment."""
+    platform = Platform(SHOP_ID, shop, "TEST", random.Random(1), NOW, session_timeout_s=2, session_grace_s=1)
     (delivery,) = SCENARIOS["silent"](platform, "silent")
     assert delivery.fields == {} and delivery.session is not None
-    assert delivery.session.deadline - delivery.session.trans_date == timedelta(seconds=2)
+    assert delivery.session.deadline - delivery.session.trans_date == timedelta(seconds=3)
     assert delivery.expected == ("payment.expired",)
 
 
