@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Any
+
+import uvloop
 
 from cli.logs import configure_logging
 from schemas.settings import load_settings
@@ -28,5 +31,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
     configure_logging()
     logging.getLogger("arq.worker").addFilter(_NoJobArguments())
+    # arq takes the current loop when built: make it uvloop's, as the receiver does
+    asyncio.set_event_loop(uvloop.new_event_loop())
     build_worker(settings, burst=args.burst).run()
     return 0

@@ -1,0 +1,206 @@
+"""Worker benchmark (a script, not collected by pytest).
+
+1. Throughput: N process_notification jobs (N distinct payments) drained by a burst worker with the whole
+   processing (re-verify, decide, Lua apply, XADD, failure wrapper), versus N no-op arq jobs with the same
+   payload and the same worker options, on the same Redis in the same run. Target: >= 80 % of no-op.
+2. End to end: `cvco-ipn serve` and `cvco-ipn worker` as subprocesses, notifications POSTed at RATE/s for
+   a few seconds; latency = stream entry time (its id, Redis clock) - POST start. Target p99 <= 100 ms.
+
+Run: CVCO_TEST_REDIS_URL=redis://127.0.0.1:6379/13 .venv/bin/python -m tests.perf.bench_worker [--jobs N]
+It flushes that database first: never point it at a database holding anything of value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import uvloop
+from arq.connections import RedisSettings, create_pool
+from arq.worker import Worker, func
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from cli.logs import configure_logging
+from schemas.job import PROCESS_NOTIFICATION, dumps, loads, notification_job_id
+from schemas.settings import Settings, ShopConfig
+from tests.notifications import notification, queued, signed
+from workers.worker import worker_options
+
+REDIS_URL = os.environ.get("CVCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+SHOP_ID = "12345678"
+KEY = "1122334455667788"
+MAX_JOBS = 100
+
+
+def _settings() -> Settings:
+    shop = ShopConfig(test_key=SecretStr(KEY), production_key=SecretStr(KEY[::-1]))
+    return Settings(
+        redis_url=REDIS_URL, shops={SHOP_ID: shop}, stream="cvco:bench-events", queue_name="cvco:bench-q"
+    )
+
+
+def _trans_id(index: int) -> str:
+    return f"{index:06d}"[-6:] if index < 1_000_000 else f"{index:06x}"[-6:]
+
+
+async def noop(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
+    return "noop"
+
+
+async def _fill(settings: Settings, jobs: int, name: str, queue: str) -> None:
+    pool = await create_pool(RedisSettings.from_dsn(REDIS_URL), job_serializer=dumps, job_deserializer=loads)
+    shop = settings.shops[SHOP_ID]
+    for index in range(jobs):
+        job = queued(notification("AUTHORISED", trans_id=_trans_id(index)), shop)
+        job_id = f"{name}:{notification_job_id(job.fields)}"
+        await pool.enqueue_job(name, job.model_dump(mode="json"), _job_id=job_id, _queue_name=queue)
+    await pool.aclose()
+
+
+async def _timed(worker: Worker) -> float:
+    started = time.perf_counter()
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return time.perf_counter() - started
+
+
+async def throughput(jobs: int) -> tuple[float, float]:
+    settings = _settings()
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await _fill(settings, jobs, "noop", "cvco:bench-noop")
+    options = worker_options(settings, burst=True, poll_delay=0, handle_signals=False, max_jobs=MAX_JOBS)
+    noop_options = {
+        **options,
+        "functions": [func(noop, name="noop")],
+        "cron_jobs": [],
+        "queue_name": "cvco:bench-noop",
+    }
+    noop_s = await _timed(Worker(**noop_options))
+    await _fill(settings, jobs, PROCESS_NOTIFICATION, settings.queue_name)
+    full_s = await _timed(Worker(**options))
+    published = await redis.xlen(settings.stream)
+    await redis.aclose()
+    if published != jobs:
+        raise SystemExit(f"expected {jobs} events, found {published}")
+    return jobs / noop_s, jobs / full_s
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
+    settings = _settings()
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CVCO_REDIS_URL": REDIS_URL,
+        "CVCO_STREAM": settings.stream,
+        "CVCO_QUEUE_NAME": settings.queue_name,
+        "CVCO_SHOPS": json.dumps({SHOP_ID: {"test_key": KEY, "production_key": KEY[::-1]}}),
+    }
+    command = [sys.executable, "-m", "cli.main"]
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # started before the measured window: Popen's short fork is not in any timing
+    serve = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port)], **quiet)  # type: ignore[call-overload]  # noqa: ASYNC220  # kwargs dict; see above
+    processes = [serve] + [
+        subprocess.Popen([*command, "worker"], **quiet)  # type: ignore[call-overload]  # noqa: ASYNC220  # kwargs dict; see above
+        for _ in range(workers)
+    ]
+    shop = settings.shops[SHOP_ID]
+    sent: dict[str, float] = {}
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # wait (at most 10 s) for the receiver
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                        if answer.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+
+            async def post(index: int) -> None:
+                trans_id = _trans_id(500_000 + index)
+                fields = signed(notification("AUTHORISED", trans_id=trans_id), shop)
+                sent[trans_id] = time.time()
+                async with session.post(f"http://127.0.0.1:{port}/ipn", data=fields) as answer:
+                    if answer.status != 200:
+                        raise SystemExit(f"receiver answered {answer.status}")
+
+            total = int(rate * seconds)
+            started = time.perf_counter()
+            tasks = []
+            for index in range(total):
+                delay = started + index / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(post(index)))
+            await asyncio.gather(*tasks)
+        deadline = time.time() + 30
+        while await redis.xlen(settings.stream) < total and time.time() < deadline:  # noqa: ASYNC110  # polling another process's output
+            await asyncio.sleep(0.2)
+        latencies = []
+        for entry_id, fields in await redis.xrange(settings.stream):
+            event = json.loads(fields[b"event"])
+            stamp_ms = int(entry_id.split(b"-")[0])
+            latencies.append(stamp_ms / 1000 - sent[event["trans_id"]])
+        if len(latencies) != total:
+            raise SystemExit(f"expected {total} events, found {len(latencies)}")
+        return latencies
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        await redis.aclose()
+
+
+def _quiet_logging() -> None:
+    """Production logging (JSON, one line per job) written to /dev/null: its cost counts, not its output."""
+    configure_logging(json=True)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115  # lives as long as the script
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rate", type=int, default=1000, help="notifications per second, end to end")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, end to end")
+    args = parser.parse_args()
+    _quiet_logging()
+    noop_rate, full_rate = uvloop.run(throughput(args.jobs))
+    print(f"no-op jobs:        {noop_rate:8.0f} jobs/s ({args.jobs} jobs, max_jobs={MAX_JOBS})")
+    print(
+        f"process_notification: {full_rate:5.0f} events/s = {full_rate / noop_rate:.0%} of no-op (target >= 80 %)"
+    )
+    latencies = sorted(uvloop.run(end_to_end(args.rate, args.seconds, args.workers)))
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    print(
+        f"POST -> stream at {args.rate}/s for {args.seconds:g} s: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target <= 100)"
+    )
+
+
+if __name__ == "__main__":
+    main()
