@@ -73,7 +73,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     replay = commands.add_parser(
         "replay", help="re-queue parked jobs; a replay that succeeds leaves the list"
     )
-    replay.add_argument("ids", nargs="*", metavar="ID")
+    replay.add_argument(
+        "ids", nargs="*", metavar="ID", help="parked job ids, as `cvco-ipn failed list` shows them"
+    )
     replay.add_argument("--all", action="store_true", help="every parked job (after the filters)")
     replay.add_argument("--dry-run", action="store_true", help="say what would be queued, queue nothing")
     _add_filters(replay)
