@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from schemas.settings import ShopConfig
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("cvco-ipn"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -140,6 +142,11 @@ def shops_json() -> str:
             }
         }
     )
+
+
+def shop_config() -> ShopConfig:
+    """The shop of `shops_json()`, for signing notifications in the test process."""
+    return ShopConfig.model_validate(json.loads(shops_json())[SHOP_ID])
 
 
 @dataclass
