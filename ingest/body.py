@@ -7,18 +7,18 @@ must be valid UTF-8, and a field name given twice is refused (which value was si
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote
 
 
 class BodyError(ValueError):
     """The body is not a usable form-urlencoded notification; the message is a one-line reason."""
 
 
-def _decode(part: bytes, what: str) -> str:
+def _unquote(part: str) -> str:
     try:
-        return unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        return unquote(part, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise BodyError(f"{what} is not UTF-8 once %-decoded") from None
+        raise BodyError(f"{part[:64]!r} is not UTF-8 once %-decoded") from None
 
 
 def parse_form_body(raw: bytes) -> dict[str, str]:
@@ -28,16 +28,19 @@ def parse_form_body(raw: bytes) -> dict[str, str]:
     a segment without `=` is a field with a blank value.
     """
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BodyError("body is not UTF-8") from None
-    fields: dict[str, str] = {}
-    for segment in raw.split(b"&"):
-        if not segment:
-            continue
-        raw_name, _, raw_value = segment.partition(b"=")
-        name = _decode(raw_name, "a field name")
-        if name in fields:
-            raise BodyError(f"field {name[:64]!r} appears more than once")
-        fields[name] = _decode(raw_value, f"field {name[:64]!r}")
+    # `+` is never a separator, so it can become a space before splitting; `%2B` is decoded after
+    pairs = [segment.partition("=") for segment in text.replace("+", " ").split("&") if segment]
+    fields = {
+        (_unquote(name) if "%" in name else name): (_unquote(value) if "%" in value else value)
+        for name, _, value in pairs
+    }
+    if len(fields) != len(pairs):
+        seen: set[str] = set()
+        for name in (_unquote(name) for name, _, _ in pairs):
+            if name in seen:
+                raise BodyError(f"field {name[:64]!r} appears more than once")
+            seen.add(name)
     return fields

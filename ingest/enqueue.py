@@ -1,10 +1,10 @@
 """Durable enqueue of notification jobs, in arq's own format, batched across concurrent requests.
 
 Each job is written as `ArqRedis.enqueue_job` writes it (`arq:job:<id>` with an expiry, then ZADD to the
-queue with score = enqueue time in ms, skipped when the job or its result already exists), but by one Lua
+queue with score = enqueue time in ms, skipped when the job or its result already exists), but by a Lua
 script, so the check and the write are atomic in one round trip instead of WATCH/EXISTS/MULTI/EXEC.
-Requests arriving together share one pipeline: a single task drains the pending jobs, sends them at once,
-and answers each request only once Redis has acknowledged its own job.
+Requests arriving together share that round trip: a single task drains the pending jobs, writes them with
+one script call, and answers each request only once Redis has acknowledged its own job.
 """
 
 from __future__ import annotations
@@ -24,14 +24,23 @@ from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 
 MAX_BATCH = 256
-"""Jobs sent in one pipeline at most; more wait for the next round trip."""
+"""Jobs written by one script call at most; more wait for the next round trip."""
 
-# KEYS: job key, result key, queue. ARGV: serialized job, expiry ms, job id, score.
+# KEYS: the queue, then the job key and result key of each job.
+# ARGV: the expiry in ms, then the id, serialized job and score of each job. Returns 1 (written) or 0 per job.
 ENQUEUE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-return 1
+local written = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local job_key, result_key, arg = KEYS[2 * i], KEYS[2 * i + 1], 3 * i - 1
+  if redis.call('EXISTS', job_key, result_key) > 0 then
+    written[i] = 0
+  else
+    redis.call('PSETEX', job_key, ARGV[1], ARGV[arg + 1])
+    redis.call('ZADD', KEYS[1], ARGV[arg + 2], ARGV[arg])
+    written[i] = 1
+  end
+end
+return written
 """
 
 
@@ -88,13 +97,20 @@ class JobWriter:
 
     async def enqueue(self, job: NotificationJob) -> bool:
         """Wait until Redis holds this job (True) or already held it (False); else `EnqueueUnavailable`."""
-        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
         self._pending.append(_Pending(job, answer))
         self._wakeup.set()
+        # a timer per request, not wait_for: the deadline holds even while an earlier batch is stuck
+        deadline = loop.call_later(self._timeout_s, self._give_up, answer)
         try:
-            return await asyncio.wait_for(answer, self._timeout_s)
-        except TimeoutError:
-            raise EnqueueUnavailable(f"Redis did not answer within {self._timeout_s:g} s") from None
+            return await answer
+        finally:
+            deadline.cancel()
+
+    def _give_up(self, answer: asyncio.Future[bool]) -> None:
+        if not answer.done():
+            answer.set_exception(EnqueueUnavailable(f"Redis did not answer within {self._timeout_s:g} s"))
 
     async def run(self) -> None:
         """Drain pending jobs batch by batch until cancelled."""
@@ -114,29 +130,22 @@ class JobWriter:
         live = [pending for pending in batch if not pending.answer.done()]
         if not live:
             return
+        keys: list[str] = [self._queue_name]
+        args: list[bytes | int | str] = [expires_extra_ms]
+        for pending in live:
+            job = pending.job
+            keys += (job_key_prefix + job.job_id, result_key_prefix + job.job_id)
+            args += (job.job_id, job.payload, job.enqueue_time_ms)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for pending in live:
-                    job = pending.job
-                    pipe.execute_command(
-                        "EVAL",
-                        ENQUEUE_SCRIPT,
-                        3,
-                        job_key_prefix + job.job_id,
-                        result_key_prefix + job.job_id,
-                        self._queue_name,
-                        job.payload,
-                        expires_extra_ms,
-                        job.job_id,
-                        job.enqueue_time_ms,
-                    )
-                results = await asyncio.wait_for(pipe.execute(), self._timeout_s)
+            script_call = self._redis.execute_command(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                "EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args
+            )
+            written = await asyncio.wait_for(script_call, self._timeout_s)
         except (RedisError, OSError, TimeoutError) as e:
-            failure = EnqueueUnavailable(f"Redis unavailable: {type(e).__name__}")
             for pending in live:
                 if not pending.answer.done():
-                    pending.answer.set_exception(failure)
+                    pending.answer.set_exception(EnqueueUnavailable(f"Redis unavailable: {type(e).__name__}"))
             return
-        for pending, written in zip(live, results, strict=True):
+        for pending, was_written in zip(live, written, strict=True):
             if not pending.answer.done():
-                pending.answer.set_result(bool(written))
+                pending.answer.set_result(bool(was_written))

@@ -32,6 +32,8 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
     itself a trusted proxy is the client; everything left of it was written by the client and is ignored.
     A malformed entry stops the walk: the last address vouched for is returned.
     """
+    if not trusted_proxies:
+        return peer or "unknown"
     peer_address = _address(peer or "")
     if peer_address is None:
         return peer or "unknown"

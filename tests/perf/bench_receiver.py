@@ -1,0 +1,258 @@
+"""Throughput and latency of `cvco-ipn serve` against a naive aiohttp + arq receiver, driven by wrk.
+
+    .venv/bin/python tests/perf/bench_receiver.py [--bodies N] [--duration S] [--connections C] [--redis URL]
+
+Both servers run as one process each on 127.0.0.1, write to the same Redis database (flushed before each
+run, default db 14) and receive the same distinct pre-signed notifications, cycled by a wrk Lua script.
+Target: `cvco-ipn serve` at >= 2x the baseline's requests/s with p99 <= 5 ms at 32 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+from urllib.parse import urlencode
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from ingest.signature import sign_fields  # noqa: E402  # the project root is put on sys.path just above
+from schemas.settings import ShopConfig  # noqa: E402  # same reason
+
+SHOP_ID = "12345678"
+TEST_KEY = "1122334455667788"
+PRODUCTION_KEY = "8877665544332211"
+WRK = "/usr/bin/wrk"
+
+LUA = """
+local bodies = {}
+local n = 0
+local count = 0
+
+function setup(thread)
+  thread:set("thread_id", count)
+  count = count + 1
+end
+
+function init(args)
+  local line_no = 0
+  for line in io.lines("%(path)s") do
+    if line_no %% %(threads)d == thread_id then bodies[#bodies + 1] = line end
+    line_no = line_no + 1
+  end
+end
+
+function request()
+  n = n %% #bodies + 1
+  return wrk.format("POST", "/ipn", {["Content-Type"] = "application/x-www-form-urlencoded"}, bodies[n])
+end
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    jobs: int
+    cpu_us_per_request: float
+
+
+def notification_bodies(count: int) -> list[str]:
+    """`count` distinct signed CVCO notifications, form-urlencoded, as the platform would post them."""
+    shop = ShopConfig(test_key=TEST_KEY, production_key=PRODUCTION_KEY)  # type: ignore[arg-type]  # pydantic coerces str to SecretStr
+    bodies = []
+    for n in range(count):
+        fields = {
+            "vads_action_mode": "INTERACTIVE",
+            "vads_amount": str(2000 + n % 50_000),
+            "vads_auth_result": "00",
+            "vads_card_brand": "CVCO",
+            "vads_ctx_mode": "TEST",
+            "vads_currency": "978",
+            "vads_cust_email": f"buyer{n}@example.org",
+            "vads_cust_first_name": "Élodie",
+            "vads_cust_last_name": "Dupont-Ñúñez",
+            "vads_effective_amount": str(2000 + n % 50_000),
+            "vads_ext_info_note": "",
+            "vads_hash": f"{n:064x}",
+            "vads_operation_type": "DEBIT",
+            "vads_order_id": f"order-{n}",
+            "vads_page_action": "PAYMENT",
+            "vads_payment_config": "SINGLE",
+            "vads_result": "00",
+            "vads_sequence_number": "1",
+            "vads_site_id": SHOP_ID,
+            "vads_trans_date": "20260301101500",
+            "vads_trans_id": f"{n % 900_000:06d}",
+            "vads_trans_status": "AUTHORISED",
+            "vads_trans_uuid": f"{n:032x}",
+            "vads_url_check_src": "PAY",
+            "vads_version": "V2",
+        }
+        fields["signature"] = sign_fields(fields, shop, "TEST")
+        bodies.append(urlencode(fields))
+    return bodies
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on port {port} after 20 s")
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]  # wrk's format
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    name: str, pid: int, port: int, lua: Path, args: argparse.Namespace, client: redis.Redis
+) -> Result:
+    cpu_before = cpu_seconds(pid)
+    command = [WRK, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
+    command += ["-s", str(lua), f"http://127.0.0.1:{port}/ipn"]
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=args.duration + 60
+    ).stdout
+    cpu_used = cpu_seconds(pid) - cpu_before
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]  # wrk always prints it
+    return Result(
+        name=name,
+        requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]  # wrk always prints it
+        p50_ms=_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]  # --latency prints it
+        p99_ms=_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]  # --latency prints it
+        requests=requests,
+        errors=(int(errors.group(1)) if errors else 0)
+        + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+        # ours queues on cvco:queue (the default CVCO queue_name), the baseline on arq's default queue
+        jobs=sum(cast(int, client.zcard(queue)) for queue in ("cvco:queue", "arq:queue")),
+        cpu_us_per_request=cpu_used / max(requests, 1) * 1e6,
+    )
+
+
+def bench(
+    name: str, command: list[str], env: dict[str, str], port: int, lua: Path, args: argparse.Namespace
+) -> Result:
+    client = redis.Redis.from_url(args.redis)
+    client.flushdb()
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, server)
+        return run_wrk(name, server.pid, port, lua, args, client)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        client.flushdb()
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--bodies", type=int, default=100_000, help="distinct signed notifications (>= 10000)"
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/14", help="a Redis database to flush and use"
+    )
+    args = parser.parse_args()
+    if args.bodies < 10_000:
+        parser.error("--bodies must be at least 10000")
+
+    started = time.monotonic()
+    bodies = notification_bodies(args.bodies)
+    print(f"{len(bodies)} distinct signed notifications built in {time.monotonic() - started:.1f} s")
+    with tempfile.TemporaryDirectory(prefix="cvco-bench-") as tmp:
+        body_file = Path(tmp) / "bodies.txt"
+        body_file.write_text("\n".join(bodies) + "\n")
+        lua = Path(tmp) / "cycle.lua"
+        lua.write_text(LUA % {"path": body_file, "threads": args.threads})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CVCO_")}
+        env |= {
+            "CVCO_REDIS_URL": args.redis,
+            "CVCO_SHOPS": json.dumps({SHOP_ID: {"test_key": TEST_KEY, "production_key": PRODUCTION_KEY}}),
+        }
+        port = free_port()
+        ours = bench(
+            "cvco-ipn serve",
+            [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env | {"PYTHONPATH": str(ROOT)},
+            port,
+            lua,
+            args,
+        )
+        port = free_port()
+        baseline = bench(
+            "naive baseline",
+            [
+                sys.executable,
+                str(Path(__file__).with_name("bench_receiver_baseline.py")),
+                str(port),
+                args.redis,
+            ],
+            env,
+            port,
+            lua,
+            args,
+        )
+    print(f"{args.connections} connections, {args.threads} wrk threads, {args.duration} s per server")
+    print(
+        f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'errors':>8}{'jobs':>9}{'CPU us/req':>12}"
+    )
+    for result in (ours, baseline):
+        print(
+            f"{result.name:<16}{result.requests_per_s:>10.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
+            f"{result.requests:>10}{result.errors:>8}{result.jobs:>9}{result.cpu_us_per_request:>12.0f}"
+        )
+    ratio = ours.requests_per_s / baseline.requests_per_s
+    met = ratio >= 2 and ours.p99_ms <= 5 and ours.errors == 0
+    print(
+        f"throughput ratio: {ratio:.2f}x; target (>= 2x at p99 <= 5 ms, no errors): {'met' if met else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
