@@ -53,7 +53,7 @@ def notification(
         "vads_product_label0": "Séjour",
         "vads_product_amount0": str(amount),
         "vads_ext_info_booking": "B-7",
-        "vads_card_number": "CVCO-XXXX-1234",
+        "vads_card_number": "CVCO-****-1234",
         "vads_version": "V2",
     }
     optional = {
@@ -75,7 +75,7 @@ def leg(seq: int, brand: str, amount: int, status: str, uuid: str, auth: str = "
         "auth_result": auth,
         "capture_delay": 0,
         "card_brand": brand,
-        "card_number": "XXXX",
+        "card_number": "****",
         "sequence_number": seq,
         "trans_id": TRANS_ID,
         "trans_uuid": uuid,

@@ -171,7 +171,7 @@ def test_events_carry_the_echoed_data_and_never_a_signature_hash_or_key() -> Non
     text = event.model_dump_json()
     assert "f" * 64 not in text
     assert "S" * 44 not in text
-    assert "CVCO-XXXX" not in text
+    assert "CVCO-****" not in text
     assert "1122334455667788" not in text
 
 

@@ -106,6 +106,22 @@ def _free_port() -> int:
         return port
 
 
+async def _wait_ready(session: aiohttp.ClientSession, redis: Redis, port: int, settings: Settings) -> None:
+    """Until the receiver answers (at most 10 s) and a worker has polled the queue (at most 20 s)."""
+    for _ in range(100):
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                if answer.status == 200:
+                    break
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.1)
+    for _ in range(200):
+        if await redis.exists(settings.queue_name + ":health-check"):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)  # the other workers start alongside
+
+
 async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
     settings = _settings()
     redis = Redis.from_url(REDIS_URL)
@@ -130,13 +146,7 @@ async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
     sent: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # wait (at most 10 s) for the receiver
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
-                        if answer.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
+            await _wait_ready(session, redis, port, settings)
 
             async def post(index: int) -> None:
                 trans_id = _trans_id(500_000 + index)
