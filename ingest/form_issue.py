@@ -6,7 +6,7 @@ Shared by `cvco-ipn form` and `POST /forms`; the only I/O is Redis (the trans_id
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import cast
 
 import structlog
@@ -16,7 +16,7 @@ from ingest.form import FormOrder, PaymentRequest, SignedForm, build_form
 from ingest.form_html import render_form, render_page
 from ingest.form_rules import FormRuleError
 from ingest.trans_ids import allocate_trans_id
-from schemas.session import PendingPayment
+from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Mode, Settings
 from workers.sessions import track_session
 
@@ -67,7 +67,7 @@ async def issue_form(
     bound = log.bind(shop_id=order.shop_id, order_id=order.order_id, trans_id=identity.trans_id)
     for warning in form.warnings:
         bound.warning("form_adjusted", reason=warning)
-    deadline = identity.trans_date + timedelta(seconds=settings.session_timeout_s + settings.session_grace_s)
+    deadline = session_deadline(identity.trans_date, settings)
     await track_session(
         redis,
         PendingPayment(

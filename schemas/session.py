@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from schemas.notification import payment_key
+from schemas.settings import Settings
 
 
 class PendingPayment(BaseModel):
@@ -27,3 +28,8 @@ class PendingPayment(BaseModel):
     @property
     def key(self) -> str:
         return payment_key(self.shop_id, self.mode, self.trans_date, self.trans_id)
+
+
+def session_deadline(trans_date: datetime, settings: Settings) -> datetime:
+    """When a silent session is declared expired: the session length plus the grace period after it."""
+    return trans_date + timedelta(seconds=settings.session_timeout_s + settings.session_grace_s)

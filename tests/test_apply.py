@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from itertools import pairwise
 
 from hypothesis import HealthCheck, given
@@ -27,6 +28,7 @@ from tests.notifications import (
 from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, load_payment
 from workers.decide import PaymentState, decide
 from workers.jobs import handle_notification
+from workers.sessions import load_session
 
 SINGLE_LIFE = [
     notification("WAITING_AUTHORISATION", auth=None),
@@ -179,3 +181,14 @@ async def test_stream_entries_carry_filter_fields_and_stay_in_order(
     for (_, earlier), (_, later) in pairwise(entries):
         assert json.loads(earlier[b"event"])["event_id"] != json.loads(later[b"event"])["event_id"]
     assert {fields[b"shop_id"] for _, fields in entries} == {b"12345678"}
+
+
+async def test_a_pending_notification_watches_its_session_until_timeout_plus_grace(
+    redis: Redis, settings: Settings, shop: ShopConfig
+) -> None:
+    """The first pending notification starts the expiry watch, deadline = trans_date + timeout + grace."""
+    settings = settings.model_copy(update={"session_timeout_s": 600, "session_grace_s": 300})
+    outcome = await handle_notification(redis, settings, queued(notification("WAITING_AUTHORISATION"), shop))
+    session = await load_session(redis, outcome.payment_key)
+    assert session is not None and session.registered_by == "notification"
+    assert session.deadline - session.trans_date == timedelta(seconds=900)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 from redis.asyncio import Redis
@@ -25,7 +25,7 @@ from ingest.signature import verify_signature
 from schemas.errors import PermanentError
 from schemas.job import QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
-from schemas.session import PendingPayment
+from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision
 from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
@@ -139,7 +139,7 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
                 trans_date=note.trans_date,
                 order_id=note.order_id,
                 amount=note.amount or 0,
-                deadline=note.trans_date + timedelta(seconds=settings.session_timeout_s),
+                deadline=session_deadline(note.trans_date, settings),
                 registered_by="notification",
             ),
         )
