@@ -131,8 +131,9 @@ def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def _ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]  # wrk's format
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    """A wrk duration (`850.00us`, `1.20ms`, `1.05s`, `1.01m`) in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value).groups()  # type: ignore[union-attr]  # wrk's format
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -150,6 +151,8 @@ def run_wrk(
     out = subprocess.run(
         command, capture_output=True, text=True, check=True, timeout=args.duration + 60
     ).stdout
+    if args.verbose:
+        print(f"--- wrk against {name} ---\n{out}")
     cpu_used = cpu_seconds(pid) - cpu_before
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -194,6 +197,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--verbose", action="store_true", help="print wrk's own report too")
     parser.add_argument(
         "--redis", default="redis://127.0.0.1:6379/14", help="a Redis database to flush and use"
     )
