@@ -70,7 +70,7 @@ async def test_partial_cascade_is_published_and_mailed_once(
     await drain(settings)
     [(_, entry)] = await pool.xrange(settings.stream)
     assert json.loads(entry[b"event"])["type"] == "payment.partial"
-    assert await deliver_alerts(pool, settings) == 1
+    await deliver_alerts(pool, settings)  # the worker's own sender cron may have mailed it already
     [subject] = subjects(smtp_server)
     assert "cascade resté partiel" in subject
 

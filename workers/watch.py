@@ -19,10 +19,11 @@ from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
 from ingest.forensics import FORENSICS_STREAM
-from schemas.notification import parse_notification, payment_key
+from schemas.notification import parse_notification
 from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
+from workers.decide import ACCEPTED_AFTER_EXPIRY, CASCADE_PARTIAL
 from workers.expiry import sweep_expired_sessions
 from workers.failures import PARK_MARGIN_S
 
@@ -40,12 +41,16 @@ async def _first_time(redis: Redis, kind: str, key: str) -> bool:
 
 
 async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> None:
-    """After a published notification: alert on a partial cascade or an acceptance after a detected expiry."""
-    if result != "published":
+    """After a published notification: alert on a partial cascade or an acceptance after a detected expiry.
+
+    `result` is what `process_notification` returned; most jobs carry no flag and cost nothing here.
+    """
+    flags = set(result.get("flags", ())) if isinstance(result, dict) else set()
+    if not flags & {CASCADE_PARTIAL, ACCEPTED_AFTER_EXPIRY}:
         return
     redis: Redis = ctx["redis"]
+    key = str(result["payment_key"])
     note = parse_notification(payload["fields"])
-    key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
     state = await load_payment(redis, key)
     if state is None:
         return

@@ -45,8 +45,11 @@ class WorkerContext(TypedDict, total=False):
     score: int
 
 
-async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> str:
-    """The arq job: re-validate the queued JSON, then `handle_notification`; returns the result word.
+async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """The arq job: re-validate the queued JSON, then `handle_notification`.
+
+    Returns `{"result": "published"|"duplicate"|"stale", "payment_key": ..., "flags": [...]}`, which the
+    alert hook reads instead of loading the payment again.
 
     One summary line per job; `trans_uuid`, `order_id` and `shop_id` are bound for every line it logs.
     """
@@ -77,7 +80,7 @@ async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> s
         flags=list(outcome.flags),
         ms=round((time.perf_counter() - started) * 1000, 1),
     )
-    return outcome.result
+    return {"result": outcome.result, "payment_key": outcome.payment_key, "flags": list(outcome.flags)}
 
 
 async def _on_job_start(ctx: WorkerContext) -> None:
