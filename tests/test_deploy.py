@@ -357,11 +357,16 @@ def test_grace_periods_exceed_the_app_shutdown_times(settings: Settings) -> None
 
 
 async def test_worker_probe_reads_the_health_key_arq_writes(settings: Settings, redis: Redis) -> None:
-    """The worker's exec probe (k8s and compose alike) exits 0 only while arq's health-check key exists."""
+    """The worker's exec probe (k8s and compose alike), `cvco-ipn worker --check`, exits 0 only while
+    arq's health-check key exists."""
     probe = k8s("Deployment", "cvco-ipn-worker")["spec"]["template"]["spec"]["containers"][0][
         "livenessProbe"
     ]["exec"]["command"]
-    assert compose()["services"]["worker"]["healthcheck"]["test"][1:] == probe
+    assert (
+        compose()["services"]["worker"]["healthcheck"]["test"][1:]
+        == probe
+        == ["cvco-ipn", "worker", "--check"]
+    )
     env = {
         "CVCO_REDIS_URL": TEST_REDIS_URL,
         "CVCO_QUEUE_NAME": settings.queue_name,
@@ -369,7 +374,7 @@ async def test_worker_probe_reads_the_health_key_arq_writes(settings: Settings, 
     }
 
     def probe_status() -> int:
-        argv = [sys.executable, *probe[1:]]
+        argv = [str(Path(sys.executable).parent / probe[0]), *probe[1:]]
         return subprocess.run(argv, env=env, cwd=DEPLOY.parent, timeout=30, check=False).returncode
 
     assert probe_status() == 1
