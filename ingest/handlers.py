@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from aiohttp import web
@@ -73,8 +74,12 @@ async def receive_notification(request: web.Request) -> web.Response:
         )
         raise Rejected(401, "bad_signature", "signature mismatch")
     job = build_job(fields, context.received_at, context.client_ip, context.request_id)
-    with metrics.enqueue_seconds.time():
+    started = time.perf_counter()
+    try:
         written = await request.app[JOB_WRITER].enqueue(job)
+    finally:
+        # what Histogram.time() would record, at a fraction of its cost
+        metrics.enqueue_seconds.observe(time.perf_counter() - started)
     if written:
         metrics.enqueued.inc()
         context.outcome = "ok"

@@ -70,8 +70,6 @@ class ReceiverMetrics:
         self.requests = Counter(
             "cvco_ipn_requests", "POST /ipn requests by outcome", ["outcome"], registry=self.registry
         )
-        for outcome in OUTCOMES:
-            self.requests.labels(outcome)
         self.enqueued = Counter("cvco_ipn_enqueued", "Notification jobs written", registry=self.registry)
         self.duplicates = Counter(
             "cvco_ipn_duplicates", "Notifications already queued or processed", registry=self.registry
@@ -93,6 +91,13 @@ class ReceiverMetrics:
         )
         self._queue = _QueueCollector()
         self.registry.register(self._queue)
+        # one labelled child per outcome, resolved once: `labels()` costs more than the increment itself
+        self._requests_by_outcome = {outcome: self.requests.labels(outcome) for outcome in OUTCOMES}
+
+    def count_request(self, outcome: Outcome, latency_s: float) -> None:
+        """One answered `POST /ipn`: its outcome and how long it took."""
+        self._requests_by_outcome[outcome].inc()
+        self.request_seconds.observe(latency_s)
 
     async def render(self, redis: Redis, queue_name: str, timeout_s: float) -> bytes:
         """The Prometheus text exposition, with queue gauges when Redis answers within `timeout_s`."""

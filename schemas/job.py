@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,9 +31,13 @@ class QueuedNotification(BaseModel):
 
 def notification_job_id(fields: Mapping[str, str]) -> str:
     """Same fields, same id: arq refuses a job whose id is already queued, so exact duplicates collapse."""
-    # JSON, not urlencode: same one-to-one canonical form, 4x cheaper on the receiver's hot path
-    canonical = json.dumps(sorted(fields.items())).encode("ascii")
-    return "ipn:" + hashlib.sha256(canonical).hexdigest()
+    # exactly json.dumps(sorted(fields.items())), the canonical form ids have always hashed, but written
+    # out with json's own C string encoder: json.dumps walks the nested lists about 3x slower
+    canonical = ", ".join(
+        f"[{encode_basestring_ascii(name)}, {encode_basestring_ascii(value)}]"
+        for name, value in sorted(fields.items())
+    )
+    return "ipn:" + hashlib.sha256(f"[{canonical}]".encode("ascii")).hexdigest()
 
 
 def dumps(value: Any) -> bytes:
