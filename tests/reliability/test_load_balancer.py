@@ -41,7 +41,7 @@ def _total(summary: dict[str, object]) -> dict[str, int]:
     return total
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(scale(ci=120, full=900))
 def test_load_through_nginx_ends_in_exactly_one_event_per_notification(cluster: Cluster) -> None:
     """RATE notifications/s for SECONDS s through nginx: all answered 200, as many events, no duplicate."""
     nginx, _ = start_balanced(cluster)
@@ -53,7 +53,7 @@ def test_load_through_nginx_ends_in_exactly_one_event_per_notification(cluster: 
         *("--concurrency", "200", "--retry-interval", "1"),
         timeout_s=LOAD_SECONDS * 3 + 60,
     )
-    events = wait_for_events(cluster, count, timeout_s=60)
+    events = wait_for_events(cluster, count, timeout_s=scale(ci=60, full=600))
     drained_s = time.monotonic() - started
     result = tally(cluster)
     total = _total(summary)
@@ -68,7 +68,7 @@ def test_load_through_nginx_ends_in_exactly_one_event_per_notification(cluster: 
     assert isinstance(elapsed, float) and count / elapsed > 0.8 * LOAD_RATE
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(scale(ci=120, full=300))
 def test_a_receiver_killed_under_load_loses_and_duplicates_nothing(cluster: Cluster) -> None:
     """kill -9 one of two receivers mid-run (restarted 2 s later): no delivery fails, every notification
     ends in exactly one event."""

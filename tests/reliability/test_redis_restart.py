@@ -36,17 +36,17 @@ def _post_status(url: str, body: bytes) -> tuple[int | None, float]:
     return status, time.monotonic() - started
 
 
-def _supervise(cluster: Cluster, workers: list[Service]) -> int:
-    """Restart any worker that exited, as systemd or Kubernetes would; how many were restarted."""
-    restarted = 0
+def _supervise(cluster: Cluster, workers: list[Service]) -> list[str]:
+    """Restart any worker that exited, as systemd or Kubernetes would; the last log line of each."""
+    last_words = []
     for index, worker in enumerate(workers):
         if not worker.running:
+            last_words.append((worker.log_text().strip().splitlines() or [""])[-1][:300])
             workers[index] = cluster.start_worker()
-            restarted += 1
-    return restarted
+    return last_words
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(scale(ci=120, full=300))
 def test_a_redis_crash_during_intake_loses_no_acknowledged_notification(cluster: Cluster) -> None:
     """kill -9 Redis mid-traffic, restart it from its AOF after 3 s: 503s fast meanwhile, then every
     notification is delivered by the platform's retries and ends in exactly one event."""

@@ -37,7 +37,7 @@ def _busy_past(redis: Redis, count: int) -> Callable[[], bool]:
     return lambda: cast(int, redis.xlen(STREAM)) >= count and _orphaned_jobs(redis) > 0
 
 
-@pytest.mark.timeout(240)  # arq's in-progress expiry is 130 s while a cron has a 120 s timeout
+@pytest.mark.timeout(scale(ci=120, full=300))
 def test_killed_workers_lose_nothing_and_duplicate_nothing(cluster: Cluster) -> None:
     """N notifications queued, the only worker `kill -9`ed three times mid-way and replaced:
 
