@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
 from hypothesis import given
@@ -87,3 +87,21 @@ def test_garbage_bytes_raise_only_body_error(raw: bytes) -> None:
         assert "\n" not in str(e)
     else:
         assert all(isinstance(name, str) and isinstance(value, str) for name, value in fields.items())
+
+
+# raw segments rich in what the fast %-decoder rewrites: backslashes, `x`, stray and partial escapes
+escape_heavy = st.text(st.sampled_from(list("%\\x0123456789aAfFgG+é😀")), max_size=24)
+
+
+@given(escape_heavy)
+def test_percent_decoding_matches_urllib_unquote_strictly(text: str) -> None:
+    """Any value decodes exactly as urllib's unquote(errors="strict"), and fails only where it fails."""
+    try:
+        expected: str | None = unquote(text.replace("+", " "), encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        expected = None
+    try:
+        fields: dict[str, str] | None = parse_form_body(f"v={text}".encode())
+    except BodyError:
+        fields = None
+    assert fields == (None if expected is None else {"v": expected})

@@ -35,6 +35,7 @@ SHOP_ID = "12345678"
 TEST_KEY = "1122334455667788"
 PRODUCTION_KEY = "8877665544332211"
 WRK = "/usr/bin/wrk"
+TASKSET = "/usr/bin/taskset"
 
 LUA = """
 local bodies = {}
@@ -146,7 +147,14 @@ def run_wrk(
     name: str, pid: int, port: int, lua: Path, args: argparse.Namespace, client: redis.Redis
 ) -> Result:
     cpu_before = cpu_seconds(pid)
-    command = [WRK, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
+    command = [
+        *_pinned(args.load_cpu),
+        WRK,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+    ]
     command += ["-s", str(lua), f"http://127.0.0.1:{port}/ipn"]
     out = subprocess.run(
         command, capture_output=True, text=True, check=True, timeout=args.duration + 60
@@ -171,12 +179,19 @@ def run_wrk(
     )
 
 
+def _pinned(cpu: str) -> list[str]:
+    """A command prefix that keeps the process on `cpu` (empty when pinning is off)."""
+    return [TASKSET, "-c", cpu] if cpu else []
+
+
 def bench(
     name: str, command: list[str], env: dict[str, str], port: int, lua: Path, args: argparse.Namespace
 ) -> Result:
     client = redis.Redis.from_url(args.redis)
     client.flushdb()
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [*_pinned(args.server_cpu), *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_listening(port, server)
         return run_wrk(name, server.pid, port, lua, args, client)
@@ -197,6 +212,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--server-cpu", default="1", help="CPU list the server is pinned to ('' to not pin; default 1)"
+    )
+    parser.add_argument(
+        "--load-cpu", default="0", help="CPU list wrk is pinned to ('' to not pin; default 0)"
+    )
     parser.add_argument("--verbose", action="store_true", help="print wrk's own report too")
     parser.add_argument(
         "--redis", default="redis://127.0.0.1:6379/14", help="a Redis database to flush and use"
