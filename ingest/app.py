@@ -14,10 +14,13 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import hiredis
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.typing import EncodableT
 
 from ingest import forms_api, handlers
 from ingest.body import BodyError
@@ -96,10 +99,26 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+class HiredisPackingConnection(Connection):
+    """redis-py's asyncio connection, packing commands with hiredis (C) instead of Python.
+
+    The job writer's one EVAL per batch carries five arguments per job: redis-py's packer spent about
+    50 us on a batch of 16, hiredis about 8. Same RESP bytes for the str, bytes and numbers sent here.
+    """
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        command = args[0]
+        if isinstance(command, str) and " " in command:
+            # redis-py names some commands in one string ("CLIENT SETINFO"): they go as separate words
+            args = (*command.split(), *args[1:])
+        return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # hiredis's stub omits bytearray, which it packs too
+
+
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     redis = Redis.from_url(
         settings.redis_url,
+        connection_class=HiredisPackingConnection,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         retry_on_timeout=False,
