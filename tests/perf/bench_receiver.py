@@ -1,9 +1,20 @@
 """Throughput and latency of `cvco-ipn serve` against a naive aiohttp + arq receiver, driven by wrk.
 
-    .venv/bin/python tests/perf/bench_receiver.py [--bodies N] [--duration S] [--connections C] [--redis URL]
+    .venv/bin/python tests/perf/bench_receiver.py [--bodies N] [--duration S] [--connections C]
+        [--threads T] [--server-cpu CPUS] [--load-cpu CPUS] [--redis URL] [--verbose]
 
-Both servers run as one process each on 127.0.0.1, write to the same Redis database (flushed before each
-run, default db 14) and receive the same distinct pre-signed notifications, cycled by a wrk Lua script.
+Needs wrk (/usr/bin/wrk), taskset (util-linux) and a Redis database it may flush (default
+redis://127.0.0.1:6379/14). Each server runs as one process on 127.0.0.1, in turn, against the same Redis
+database (flushed before and after each run) and the same 100,000 distinct pre-signed notifications
+(--bodies, >= 10,000), cycled by a wrk Lua script: 32 connections, 2 wrk threads, 10 s each by default.
+The baseline (bench_receiver_baseline.py) is the naive receiver: `await request.post()` then
+`ArqRedis.enqueue_job` with arq's defaults; both run on uvloop without an access log.
+
+Pinning: the server is pinned to CPU 1 and wrk to CPU 0 (--server-cpu/--load-cpu; '' turns it off),
+identically for both servers, so the load generator does not steal the server's CPU; Redis is not
+pinned. The result is read as a RATIO from one invocation (the machine is shared, absolute figures move).
+Printed per server: requests/s, p50/p99 latency, requests, non-2xx + socket errors, jobs left in the
+queue, and the server's CPU time (user + system) per request.
 Target: `cvco-ipn serve` at >= 2x the baseline's requests/s with p99 <= 5 ms at 32 connections.
 """
 
