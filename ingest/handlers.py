@@ -22,11 +22,15 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 def _check_form_content_type(request: web.Request) -> None:
-    if request.content_type != FORM_CONTENT_TYPE:
+    # parsed here, not with request.content_type: aiohttp raises IndexError on a parameter like "q*"
+    media_type, _, parameters = request.headers.get("Content-Type", "").partition(";")
+    if media_type.strip().lower() != FORM_CONTENT_TYPE:
         raise Rejected(400, "bad_request", f"content type must be {FORM_CONTENT_TYPE}")
-    charset = request.charset
-    if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
-        raise Rejected(400, "bad_request", "charset must be UTF-8")
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower().replace("_", "-")
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise Rejected(400, "bad_request", "charset must be UTF-8")
 
 
 async def receive_notification(request: web.Request) -> web.Response:
