@@ -42,7 +42,8 @@ def main() -> int:
         summary = cluster.simulate(
             f"http://127.0.0.1:{nginx.port}/ipn",
             *("--scenario", "cvco-full", "--count", str(count), "--rate", str(args.rate)),
-            *("--concurrency", str(args.concurrency), "--retry-interval", "1", "--timeout", "10"),
+            *("--concurrency", str(args.concurrency), "--timeout", "10"),
+            *("--retries", "10", "--retry-interval", "2"),
             timeout_s=args.seconds * 5 + 120,
         )
         events = wait_for_events(cluster, count, timeout_s=600)
