@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from schemas.event import PaymentEvent
 from schemas.notification import parse_notification
 from schemas.session import PendingPayment
 from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_PAY, UUID_REFUND, notification
@@ -20,7 +23,9 @@ from workers.decide import (
     PaymentState,
     decide,
     decide_expiry,
+    echoed_data,
 )
+from workers.events import event_json
 from workers.status import KNOWN_STATUSES
 
 
@@ -235,3 +240,53 @@ def test_an_expiry_leaves_an_accepted_payment_alone_and_a_late_acceptance_is_fla
     assert late.result == "published" and late.flags == (ACCEPTED_AFTER_EXPIRY,)
     assert state is not None and state.phase == "accepted" and state.key.endswith(TRANS_ID.lower())
     assert UUID_PAY in state.legs
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+_ECHO_NAMES = st.sampled_from(
+    ["vads_cust_", "vads_ship_to_", "vads_ext_info_", "vads_product_label", "vads_product_amount", "vads_x_"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    status=st.sampled_from(sorted(KNOWN_STATUSES)),
+    echoed=st.dictionaries(
+        st.tuples(_ECHO_NAMES, st.from_regex(r"\A[a-z0-9_]{0,6}\Z")).map("".join), _TEXT, max_size=8
+    ),
+    micros=st.integers(0, 999_999),
+)
+def test_the_published_json_is_exactly_the_event_models_serialization(
+    status: str, echoed: dict[str, str], micros: int
+) -> None:
+    """The event the worker writes (plain data, serialized once) is PaymentEvent's JSON, byte for byte.
+
+    Any echoed text (non-ASCII, quotes, control characters) and any received_at; the data also passes
+    PaymentEvent's validation, so it keeps to the schema.
+    """
+    fields = {**notification(status), **echoed}
+    received_at = RECEIVED_AT.replace(microsecond=micros)
+    decision = decide(None, parse_notification(fields), received_at)
+    assert decision.event_data is not None
+    model = PaymentEvent.model_validate(decision.event_data)
+    assert event_json(decision.event_data) == model.model_dump_json()
+    expiry = decide_expiry(None, _pending(), received_at)
+    assert expiry.event_data is not None
+    assert event_json(expiry.event_data) == PaymentEvent.model_validate(expiry.event_data).model_dump_json()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    echoed=st.dictionaries(
+        st.tuples(_ECHO_NAMES, st.from_regex(r"\A[a-z0-9_]{0,6}\Z")).map("".join), _TEXT, max_size=10
+    )
+)
+def test_echoed_data_in_one_pass_equals_the_notifications_own_groups(echoed: dict[str, str]) -> None:
+    """customer, shipping, products and ext_info read in one pass are what `group`/`products` give."""
+    note = parse_notification({**notification("AUTHORISED"), **echoed})
+    assert echoed_data(note.fields) == (
+        note.group("cust_"),
+        note.group("ship_to_"),
+        note.products(),
+        note.group("ext_info_"),
+    )

@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError
 
 from schemas.settings import Settings
 from workers.decide import Decision, PaymentState
+from workers.events import event_json
 from workers.sessions import SESSIONS_KEY
 
 PAYMENT_PREFIX = "cvco:payment:"
@@ -89,18 +90,18 @@ async def apply_decision(redis: Redis, settings: Settings, version: str, decisio
     state = decision.state
     if state is None:
         raise ValueError("a decision without a new state has nothing to write")
-    event = decision.event
+    event = decision.event_data
     watch_done = state.phase not in (None, "pending")
     keys = [PAYMENT_PREFIX + state.key, settings.stream, SESSIONS_KEY]
     args: list[str] = [
         version,
         state.model_dump_json(),
         str(PAYMENT_TTL_S),
-        event.model_dump_json() if event else "",
+        event_json(event) if event else "",
         str(settings.stream_maxlen),
-        event.type if event else "",
+        event["type"] if event else "",
         state.shop_id,
-        event.event_id if event else "",
+        event["event_id"] if event else "",
         "1" if watch_done else "0",
         state.key,
     ]

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,13 +91,18 @@ class PaymentState(BaseModel):
 
 @dataclass(frozen=True)
 class Decision:
-    """The new state (None: nothing to write), the event to publish (if any) and why."""
+    """The new state (None: nothing to write), the event to publish (if any, as JSON data) and why."""
 
     result: Result
     state: PaymentState | None
-    event: PaymentEvent | None
+    event_data: dict[str, Any] | None
     flags: tuple[str, ...] = ()
     reason: str = ""
+
+    @cached_property
+    def event(self) -> PaymentEvent | None:
+        """The event as the typed, validated model (the worker itself publishes `event_data` as is)."""
+        return None if self.event_data is None else PaymentEvent.model_validate(self.event_data)
 
 
 def notification_fingerprint(note: Notification) -> str:
@@ -108,6 +116,38 @@ def notification_fingerprint(note: Notification) -> str:
         sorted((leg.trans_uuid.lower(), leg.trans_status, leg.amount) for leg in legs),
     ]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+_PRODUCT = re.compile(r"vads_product_([a-z_]+?)(\d+)")
+_ECHOED_PREFIXES = ("vads_cust_", "vads_ship_to_", "vads_ext_info_", "vads_product_")
+
+
+def echoed_data(
+    fields: Mapping[str, str],
+) -> tuple[dict[str, str], dict[str, str], list[dict[str, str]], dict[str, str]]:
+    """Customer, shipping, cart lines and ext_info, in one pass over the fields.
+
+    The same as `note.group("cust_")`, `note.group("ship_to_")`, `note.products()` and
+    `note.group("ext_info_")`, which each walk every field.
+    """
+    customer: dict[str, str] = {}
+    shipping: dict[str, str] = {}
+    ext_info: dict[str, str] = {}
+    lines: dict[int, dict[str, str]] = {}
+    for name, value in fields.items():
+        if not name.startswith(_ECHOED_PREFIXES):
+            continue
+        if name.startswith("vads_cust_"):
+            customer[name[10:]] = value
+        elif name.startswith("vads_ship_to_"):
+            shipping[name[13:]] = value
+        elif name.startswith("vads_ext_info_"):
+            ext_info[name[14:]] = value
+        elif name.startswith("vads_product_"):
+            match = _PRODUCT.fullmatch(name)
+            if match:
+                lines.setdefault(int(match.group(2)), {})[match.group(1)] = value
+    return customer, shipping, [lines[index] for index in sorted(lines)], ext_info
 
 
 def _new_state(note: Notification) -> PaymentState:
@@ -166,6 +206,11 @@ def decide(state: PaymentState | None, note: Notification, received_at: datetime
     phase = totals.phase
     if base.session_expired and phase in (None, "pending"):
         phase = "expired"
+    customer, shipping, products, ext_info = base.customer, base.shipping, base.products, base.ext_info
+    if not (customer and shipping and products and ext_info):
+        echoed = echoed_data(note.fields)
+        customer, shipping = customer or echoed[0], shipping or echoed[1]
+        products, ext_info = products or echoed[2], ext_info or echoed[3]
     new = base.model_copy(
         update={
             "legs": legs,
@@ -179,18 +224,20 @@ def decide(state: PaymentState | None, note: Notification, received_at: datetime
             "cvco_amount": totals.cvco_amount,
             "refunded_amount": totals.refunded_amount,
             "seen": sorted({*base.seen, fingerprint}),
-            "customer": base.customer or note.group("cust_"),
-            "shipping": base.shipping or note.group("ship_to_"),
-            "products": base.products or note.products(),
-            "ext_info": base.ext_info or note.group("ext_info_"),
+            "customer": customer,
+            "shipping": shipping,
+            "products": products,
+            "ext_info": ext_info,
         }
     )
-    moved = (
-        state is None
-        or new.phase != base.phase
-        or new.refunded_amount != base.refunded_amount
-        or (new.phase not in FINAL_PHASES and new.business_fingerprint() != base.business_fingerprint())
-    )
+    new_fingerprint: str | None = None
+    if state is None or new.phase != base.phase or new.refunded_amount != base.refunded_amount:
+        moved = True
+    elif new.phase in FINAL_PHASES:
+        moved = False
+    else:
+        new_fingerprint = new.business_fingerprint()
+        moved = new_fingerprint != base.business_fingerprint()
     if not moved:
         result: Result = "stale" if stale else "duplicate"
         reason = "would move the payment backwards" if stale else "payment state unchanged"
@@ -208,7 +255,7 @@ def decide(state: PaymentState | None, note: Notification, received_at: datetime
         operation_type=note.operation_type,
         received_at=received_at,
     )
-    event = build_event(new, trigger, flags)
+    event = build_event(new, trigger, flags, new_fingerprint)
     return Decision("published", new, event, tuple(flags))
 
 

@@ -1,16 +1,20 @@
 """The normalized event (contract.md) of a payment state: what consumers of the stream read.
 
 Only echoed merchant data and masked platform data go in; never a key, signature, `vads_hash` or card number.
+
+The event is built as plain JSON data, in `schemas.event.PaymentEvent`'s field order, and serialized
+once by `event_json`: byte for byte what `PaymentEvent(**data).model_dump_json()` gives (a test holds
+them equal), without validating again what the payment state already validated.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from schemas.event import AuthResult, Leg, PaymentEvent
 from workers.auth_codes import SESSION_EXPIRED, auth_message
 
 if TYPE_CHECKING:
@@ -60,54 +64,76 @@ class Trigger:
     received_at: datetime
 
 
-def event_id(state: PaymentState) -> str:
-    """Deterministic: the same payment in the same state always gives the same id."""
-    return hashlib.sha256(f"{state.key}|{state.business_fingerprint()}".encode()).hexdigest()
+def event_id(state: PaymentState, fingerprint: str | None = None) -> str:
+    """Deterministic: the same payment in the same state always gives the same id.
+
+    `fingerprint` is `state.business_fingerprint()` when the caller has it already.
+    """
+    fingerprint = fingerprint or state.business_fingerprint()
+    return hashlib.sha256(f"{state.key}|{fingerprint}".encode()).hexdigest()
 
 
-def build_event(state: PaymentState, trigger: Trigger, flags: list[str]) -> PaymentEvent:
-    """The event announcing `state` (whose phase must be set), caused by `trigger`."""
+def iso_utc(moment: datetime) -> str:
+    """`2024-05-01T12:01:00Z` (microseconds when set): how pydantic writes an aware UTC datetime."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def event_json(event: dict[str, Any]) -> str:
+    """The event as published: compact JSON, non-ASCII as is (pydantic's `model_dump_json` form)."""
+    return _ENCODER.encode(event)
+
+
+def build_event(
+    state: PaymentState, trigger: Trigger, flags: list[str], fingerprint: str | None = None
+) -> dict[str, Any]:
+    """The event announcing `state` (whose phase must be set), caused by `trigger`, as JSON data.
+
+    `fingerprint` is `state.business_fingerprint()` when the caller has it already.
+    """
     if state.phase is None:
         raise ValueError("a payment with no phase has nothing to announce")
     transactions = sorted(state.legs.values(), key=lambda tx: (tx.sequence_number, tx.slot))
     transactions += sorted(state.refunds.values(), key=lambda tx: tx.slot)
     legs = [
-        Leg(
-            sequence_number=tx.sequence_number,
-            card_brand=tx.card_brand,
-            amount=tx.amount,
-            status=tx.status,
-            auth_result=AuthResult(code=tx.auth_result, message=auth_message(tx.auth_result)),
-            trans_uuid=tx.trans_uuid,
-            operation_type=tx.operation_type,
-        )
+        {
+            "sequence_number": tx.sequence_number,
+            "card_brand": tx.card_brand,
+            "amount": tx.amount,
+            "status": tx.status,
+            "auth_result": {"code": tx.auth_result, "message": auth_message(tx.auth_result)},
+            "trans_uuid": tx.trans_uuid,
+            "operation_type": tx.operation_type,
+        }
         for tx in transactions
     ]
     detected = trigger.source == "SESSION_TIMEOUT"
     message = SESSION_EXPIRED if detected else auth_message(trigger.auth_result)
-    return PaymentEvent(
-        event_id=event_id(state),
-        type=f"payment.{state.phase}",  # type: ignore[arg-type]  # every Phase names an EventType
-        shop_id=state.shop_id,
-        mode=state.mode,
-        order_id=state.order_id,
-        trans_id=state.trans_id,
-        trans_uuid=trigger.trans_uuid,
-        status=trigger.status,
-        amount=state.amount or 0,
-        currency=currency_alpha(state.currency),
-        paid_amount=state.paid_amount,
-        cvco_amount=state.cvco_amount,
-        refunded_amount=state.refunded_amount,
-        legs=legs,
-        auth_result=AuthResult(code=trigger.auth_result, message=message),
-        source=trigger.source,
-        customer=state.customer,
-        shipping=state.shipping,
-        products=state.products,
-        ext_info=state.ext_info,
-        received_at=trigger.received_at.astimezone(UTC),
-        payment_key=state.key,
-        operation_type=trigger.operation_type,
-        flags=flags,
-    )
+    return {
+        "event_id": event_id(state, fingerprint),
+        "type": f"payment.{state.phase}",
+        "shop_id": state.shop_id,
+        "mode": state.mode,
+        "order_id": state.order_id,
+        "trans_id": state.trans_id,
+        "trans_uuid": trigger.trans_uuid,
+        "status": trigger.status,
+        "amount": state.amount or 0,
+        "currency": currency_alpha(state.currency),
+        "paid_amount": state.paid_amount,
+        "cvco_amount": state.cvco_amount,
+        "refunded_amount": state.refunded_amount,
+        "legs": legs,
+        "auth_result": {"code": trigger.auth_result, "message": message},
+        "source": trigger.source,
+        "customer": state.customer,
+        "shipping": state.shipping,
+        "products": state.products,
+        "ext_info": state.ext_info,
+        "received_at": iso_utc(trigger.received_at),
+        "payment_key": state.key,
+        "operation_type": trigger.operation_type,
+        "flags": flags,
+    }

@@ -107,13 +107,13 @@ async def _apply_until_settled(
 
 
 def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
-    event = decision.event
+    event = decision.event_data
     phase = decision.state.phase if decision.state else None
     return Outcome(
         result=decision.result,
         payment_key=key,
-        event_type=event.type if event else None,
-        event_id=event.event_id if event else None,
+        event_type=event["type"] if event else None,
+        event_id=event["event_id"] if event else None,
         stream_id=stream_id,
         phase=phase,
         flags=decision.flags,
