@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -99,6 +100,16 @@ async def throughput(jobs: int) -> tuple[float, float]:
     return jobs / noop_s, jobs / full_s
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux); 0 where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -122,7 +133,12 @@ async def _wait_ready(session: aiohttp.ClientSession, redis: Redis, port: int, s
     await asyncio.sleep(1)  # the other workers start alongside
 
 
-async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
+async def end_to_end(
+    rate: int, seconds: float, workers: int
+) -> tuple[list[float], list[float], dict[str, float]]:
+    """Latencies (s) of each notification: POST start to stream entry, and POST start to the receiver's 200;
+    and the CPU milliseconds per notification of each process (receiver, workers, Redis, this load generator).
+    """
     settings = _settings()
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
@@ -144,6 +160,7 @@ async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
     ]
     shop = settings.shops[SHOP_ID]
     sent: dict[str, float] = {}
+    answered: list[float] = []
     try:
         async with aiohttp.ClientSession() as session:
             await _wait_ready(session, redis, port, settings)
@@ -155,8 +172,13 @@ async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
                 async with session.post(f"http://127.0.0.1:{port}/ipn", data=fields) as answer:
                     if answer.status != 200:
                         raise SystemExit(f"receiver answered {answer.status}")
+                answered.append(time.time() - sent[trans_id])
 
             total = int(rate * seconds)
+            redis_pid = int((await redis.info("server"))["process_id"])
+            pids = {"receiver": [serve.pid], "workers": [p.pid for p in processes[1:]]}
+            pids.update({"redis": [redis_pid], "load generator": [os.getpid()]})
+            cpu_before = {name: sum(_cpu_s(pid) for pid in group) for name, group in pids.items()}
             started = time.perf_counter()
             tasks = []
             for index in range(total):
@@ -167,7 +189,11 @@ async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
             await asyncio.gather(*tasks)
         deadline = time.time() + 30
         while await redis.xlen(settings.stream) < total and time.time() < deadline:  # noqa: ASYNC110  # polling another process's output
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
+        cpu_ms = {
+            name: (sum(_cpu_s(pid) for pid in group) - cpu_before[name]) * 1000 / total
+            for name, group in pids.items()
+        }
         latencies = []
         for entry_id, fields in await redis.xrange(settings.stream):
             event = json.loads(fields[b"event"])
@@ -175,7 +201,7 @@ async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
             latencies.append(stamp_ms / 1000 - sent[event["trans_id"]])
         if len(latencies) != total:
             raise SystemExit(f"expected {total} events, found {len(latencies)}")
-        return latencies
+        return latencies, answered, cpu_ms
     finally:
         for process in processes:
             process.terminate()
@@ -183,12 +209,24 @@ async def end_to_end(rate: int, seconds: float, workers: int) -> list[float]:
         await redis.aclose()
 
 
-def _quiet_logging() -> None:
-    """Production logging (JSON, one line per job) written to /dev/null: its cost counts, not its output."""
+def _quiet_logging() -> contextlib.AbstractContextManager[object]:
+    """Production logging (JSON, one line per job) written to /dev/null: its cost counts, not its output.
+
+    Both paths are silenced: the stdlib handler (arq's lines) and structlog's own lines, which go to
+    whatever `sys.stderr` is when they are written; use the result as a `with` around the measurement.
+    """
     configure_logging(json=True)
+    devnull = open(os.devnull, "w")  # noqa: SIM115  # lives as long as the script
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115  # lives as long as the script
+    handler.setStream(devnull)
+    return contextlib.redirect_stderr(devnull)
+
+
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p99, in ms."""
+    ordered = sorted(seconds)
+    return statistics.median(ordered) * 1000, ordered[int(len(ordered) * 0.99) - 1] * 1000
 
 
 def main() -> None:
@@ -198,18 +236,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes, end to end")
     args = parser.parse_args()
-    _quiet_logging()
-    noop_rate, full_rate = uvloop.run(throughput(args.jobs))
+    with _quiet_logging():
+        noop_rate, full_rate = uvloop.run(throughput(args.jobs))
     print(f"no-op jobs:        {noop_rate:8.0f} jobs/s ({args.jobs} jobs, max_jobs={MAX_JOBS})")
     print(
         f"process_notification: {full_rate:5.0f} events/s = {full_rate / noop_rate:.0%} of no-op (target >= 80 %)"
     )
-    latencies = sorted(uvloop.run(end_to_end(args.rate, args.seconds, args.workers)))
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    with _quiet_logging():
+        latencies, answered, cpu_ms = uvloop.run(end_to_end(args.rate, args.seconds, args.workers))
+    p50, p99 = _percentiles(latencies)
     print(
-        f"POST -> stream at {args.rate}/s for {args.seconds:g} s: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target <= 100)"
+        f"POST -> stream at {args.rate}/s for {args.seconds:g} s, {args.workers} worker process(es): "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (target <= 100)"
     )
+    p50, p99 = _percentiles(answered)
+    print(f"  of which POST -> 200 (receiver, load generator): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    shares = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms.items())
+    print(f"  CPU ms per notification: {shares}; total {sum(cpu_ms.values()):.2f} (2 cores = 2.00 at 1000/s)")
 
 
 if __name__ == "__main__":
