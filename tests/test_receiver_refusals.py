@@ -31,6 +31,7 @@ def padded_body(fields: dict[str, str], size: int) -> str:
     [
         (b"vads_site_id=12345678&signature=x", {"Content-Type": "text/plain"}, "content type"),
         (b'{"vads_site_id": "12345678"}', {"Content-Type": "application/json"}, "content type"),
+        (b"vads_site_id=12345678&signature=x", {"Content-Type": "text/plain; q*"}, "content type"),
         (
             b"vads_site_id=12345678&signature=x",
             {"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"},
