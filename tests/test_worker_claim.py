@@ -1,0 +1,87 @@
+"""The worker's one-round-trip job claim keeps arq's rules: one start per job, never a job running
+elsewhere, never a deferred one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
+from arq.worker import func
+from redis.asyncio import Redis
+
+from schemas.job import dumps, loads
+from schemas.settings import Settings
+from tests.conftest import TEST_REDIS_URL
+from workers.worker import ClaimingWorker, build_worker
+
+JOB = "count_start"
+
+
+@pytest.fixture
+async def pool(redis: Redis) -> AsyncIterator[ArqRedis]:
+    arq_pool = await create_pool(
+        RedisSettings.from_dsn(TEST_REDIS_URL), job_serializer=dumps, job_deserializer=loads
+    )
+    yield arq_pool
+    await arq_pool.aclose()
+
+
+def counting_worker(settings: Settings, starts: Counter[str]) -> ClaimingWorker:
+    async def count_start(ctx: dict[str, Any], label: str) -> None:
+        starts[label] += 1
+        await asyncio.sleep(0)  # let the other worker poll while this job is in progress
+
+    worker = build_worker(
+        settings,
+        functions=[func(count_start, name=JOB)],
+        cron_jobs=[],
+        burst=True,
+        poll_delay=0,
+        handle_signals=False,
+    )
+    assert isinstance(worker, ClaimingWorker)
+    return worker
+
+
+async def test_two_claiming_workers_start_each_of_300_jobs_exactly_once(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """Two workers polling one queue race for the same job ids; each job still starts once."""
+    for index in range(300):
+        await pool.enqueue_job(JOB, f"job-{index}", _job_id=f"job-{index}", _queue_name=settings.queue_name)
+    starts: Counter[str] = Counter()
+    workers = [counting_worker(settings, starts) for _ in range(2)]
+    try:
+        await asyncio.gather(*(worker.main() for worker in workers))
+    finally:
+        for worker in workers:
+            await worker.close()
+    assert len(starts) == 300 and set(starts.values()) == {1}
+    assert all(worker.jobs_complete > 0 for worker in workers)  # both took part in the race
+
+
+async def test_a_job_in_progress_elsewhere_or_deferred_is_left_alone(
+    pool: ArqRedis, redis: Redis, settings: Settings
+) -> None:
+    """A job another worker holds (its in-progress key set) and a deferred job are not started."""
+    queue = settings.queue_name
+    await pool.enqueue_job(JOB, "ready", _job_id="ready", _queue_name=queue)
+    await pool.enqueue_job(JOB, "held", _job_id="held", _queue_name=queue)
+    await pool.enqueue_job(JOB, "later", _job_id="later", _queue_name=queue, _defer_by=60)
+    await redis.set(in_progress_key_prefix + "held", b"1", px=60_000)
+    starts: Counter[str] = Counter()
+    worker = counting_worker(settings, starts)
+    try:
+        # a burst worker waits for the queue to empty, which the two others never let it do
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.main(), 1.5)
+    finally:
+        await worker.close()
+    assert starts == Counter({"ready": 1})
+    assert await redis.zscore(queue, "held") is not None and await redis.zscore(queue, "later") is not None
+    assert await redis.pttl(in_progress_key_prefix + "held") > 50_000  # the other worker's claim stands
