@@ -22,7 +22,8 @@ from tests.reliability.accounting import STREAM, wait_for_events
 from tests.reliability.processes import PRODUCTION_KEY, SHOP_ID, TEST_KEY, Cluster, shop_config
 from workers.sessions import track_session
 
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+# a whole token: digits inside a hex id (trans_uuid, event_id, job id) are not a card number
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d{13,19}(?![0-9A-Za-z])")
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -124,7 +125,8 @@ async def _stream_text(redis: AsyncRedis) -> str:
 
 
 def test_the_card_number_detector_finds_a_full_number_and_ignores_dates_and_masks() -> None:
-    """The leak check itself: a real test PAN is found; trans dates and masked numbers are not."""
+    """The leak check itself: a real test PAN is found; dates, masked numbers and hex ids are not."""
     assert card_numbers("pan=4970101234567899 ") == []  # fails Luhn
     assert card_numbers("pan=4111111111111111;") == ["4111111111111111"]
     assert card_numbers("vads_trans_date=20260101120000 masked=497010XXXXXX0003") == []
+    assert card_numbers('"event_id": "ab4111111111111111cd"') == []
