@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+import time
 from typing import Any
 
+import structlog
 import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -15,6 +18,13 @@ from redis.exceptions import RedisError
 from cli.logs import configure_logging
 from schemas.settings import Settings, load_settings
 from workers.worker import build_worker
+
+RECONNECT_FIRST_S = 1.0
+RECONNECT_MAX_S = 30.0
+RECONNECT_RESET_AFTER_S = 60.0
+"""A worker that ran this long before losing Redis starts again from the first, short pause."""
+
+log = structlog.get_logger("cvco.worker")
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -48,9 +58,48 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     logging.getLogger("arq.worker").addFilter(_NoJobArguments())
     # arq takes the current loop when built: make it uvloop's, as the receiver does
-    asyncio.set_event_loop(uvloop.new_event_loop())
-    build_worker(settings, burst=args.burst).run()
-    return 0
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if args.burst:
+        build_worker(settings, burst=True).run()
+        return 0
+    return _run_until_stopped(loop, settings)
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings) -> int:
+    """Run a worker until SIGTERM/SIGINT; one that loses Redis is replaced after a growing pause.
+
+    arq's worker exits on a Redis connection error; without this a Redis restart would leave the
+    queue unprocessed until a supervisor noticed. Jobs it held come back once their in-progress key expires.
+    """
+    delay_s = RECONNECT_FIRST_S
+    while True:
+        started = time.monotonic()
+        try:
+            build_worker(settings).run()
+            return 0  # a signal stopped it
+        except (RedisError, OSError) as e:
+            if time.monotonic() - started > RECONNECT_RESET_AFTER_S:
+                delay_s = RECONNECT_FIRST_S
+            log.warning("worker lost Redis", error=f"{type(e).__name__}: {e}", restart_in_s=delay_s)
+        if _signalled_within(loop, delay_s):
+            return 0
+        delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+
+def _signalled_within(loop: asyncio.AbstractEventLoop, seconds: float) -> bool:
+    """Wait, but let SIGTERM/SIGINT end the wait (and the process) at once."""
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        loop.run_until_complete(asyncio.wait_for(stop.wait(), seconds))
+    except TimeoutError:
+        return False
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return True
 
 
 def _check(settings: Settings) -> int:
