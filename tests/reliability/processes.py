@@ -130,6 +130,14 @@ class Service:
                 os.killpg(self.process.pid, signum)
 
 
+def _shipped_upstream_parameters() -> str:
+    """The per-server parameters of deploy/nginx/upstream.conf (max_fails, fail_timeout), so tests run them."""
+    for line in (REPO / "deploy" / "nginx" / "upstream.conf").read_text().splitlines():
+        if line.startswith("server "):
+            return line.strip().removesuffix(";").split(None, 2)[2]
+    raise RuntimeError("deploy/nginx/upstream.conf has no server line")
+
+
 def shops_json() -> str:
     """`CVCO_SHOPS` for the test shop: both modes, both algorithms, the keys of tests/conftest.py."""
     return json.dumps(
@@ -278,7 +286,8 @@ class Cluster:
         prefix = self.workdir / "nginx"
         prefix.mkdir(exist_ok=True)
         shutil.copy(REPO / "deploy" / "nginx" / "nginx.conf", prefix / "nginx.conf")
-        servers = "".join(f"server 127.0.0.1:{p} max_fails=2 fail_timeout=10s;\n" for p in upstream_ports)
+        parameters = _shipped_upstream_parameters()
+        servers = "".join(f"server 127.0.0.1:{p} {parameters};\n" for p in upstream_ports)
         (prefix / "upstream.conf").write_text(servers)
         port, internal = free_port(), free_port()
         (prefix / "listen.conf").write_text(f"listen 127.0.0.1:{port};\n")
