@@ -40,6 +40,9 @@ HEALTH_CHECK_INTERVAL_S = 10
 POLL_DELAY_S = 0.01
 """An idle queue is polled every 10 ms (arq's 0.5 s default would alone put p99 near half a second; 50 ms
 put p50 near 50 ms): one ZRANGEBYSCORE, about 1 % of a core when idle; a busy worker polls back to back."""
+MAX_JOBS = 50
+"""Jobs in flight per worker. arq starts new jobs only at a poll, and stops starting once `max_jobs` are in
+flight: its default (10) capped a worker near 10 jobs per poll delay, whatever its CPU could do."""
 JOB_COMPLETION_WAIT_S = 20
 """On SIGTERM, finish the jobs in hand for this long (below the orchestrator's grace period) and take no more."""
 
@@ -99,28 +102,36 @@ async def _on_job_start(ctx: WorkerContext) -> None:
     structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
 
 
-# KEYS: in-progress key, queue. ARGV: job id, now (ms), in-progress timeout (ms). Returns the score or nil.
+# KEYS: the queue, then the in-progress key of each job. ARGV: now (ms), in-progress timeout (ms), job ids.
+# Returns, per job, its score if claimed, else false (running elsewhere, gone from the queue, or deferred).
 _CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return false
+local now = tonumber(ARGV[1])
+local claimed = {}
+for i = 2, #KEYS do
+  local score = false
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    score = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+    if score and tonumber(score) <= now then
+      redis.call('PSETEX', KEYS[i], ARGV[2], '1')
+    else
+      score = false
+    end
+  end
+  claimed[i - 1] = score
 end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then
-  return false
-end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
+return claimed
 """
 
 
 class ClaimingWorker(Worker):
-    """arq's `Worker`, claiming each job in one Lua call instead of four round trips.
+    """arq's `Worker`, claiming the jobs of a poll in one Lua call instead of four round trips each.
 
-    arq 0.28 claims a job with WATCH, EXISTS, ZSCORE, then MULTI/PSETEX/EXEC: four round trips per job,
-    run one after the other in the polling loop, each costing the worker about as much CPU as a whole
-    `decide`. `_CLAIM` makes the same checks and the same write atomically (job not in progress, still
-    queued, not deferred; then the in-progress key with arq's own timeout), so a claim still excludes
-    any other worker, stock arq ones included. Everything after the claim is arq's own `run_job`.
+    arq 0.28 claims each job with WATCH, EXISTS, ZSCORE, then MULTI/PSETEX/EXEC: four round trips per job,
+    one after the other in the polling loop, each costing the worker about as much CPU as a whole
+    `decide`. `_CLAIM` makes the same checks and the same write, atomically for each job (not in progress,
+    still queued, not deferred; then the in-progress key with arq's own timeout), for as many jobs as
+    `max_jobs` leaves room for: a claim still excludes any other worker, stock arq ones included.
+    Everything after the claim is arq's own `run_job`.
     """
 
     _claim: AsyncScript | None = None
@@ -128,29 +139,27 @@ class ClaimingWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if self._claim is None:
             self._claim = self.pool.register_script(_CLAIM)
-        claim = self._claim
         timeout_ms = int(self.in_progress_timeout_s * 1000)
-        for job_id_b in job_ids:
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
-            self.job_counter += 1
-            job_id = job_id_b.decode()
-            keys = [in_progress_key_prefix + job_id, self.queue_name]
+        waiting = [job_id.decode() for job_id in job_ids]
+        while waiting:
+            room = self.max_jobs - self.job_counter
+            if room <= 0:
+                return  # as arq does: the next poll starts more
+            batch, waiting = waiting[:room], waiting[room:]
+            keys = [self.queue_name, *(in_progress_key_prefix + job_id for job_id in batch)]
             try:
-                score = await claim(keys=keys, args=[job_id, timestamp_ms(), timeout_ms])
-            except ResponseError as e:  # as arq treats a failed MULTI: leave the job to a later poll
-                log.warning("job_claim_failed", job_id=job_id, reason=str(e))
-                score = None
-            if score is None:
-                # running elsewhere, done and removed, or deferred again by another worker
-                self.job_counter -= 1
-                self.sem.release()
-                continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+                scores = await self._claim(keys=keys, args=[timestamp_ms(), timeout_ms, *batch])
+            except ResponseError as e:  # as arq treats a failed MULTI: leave the jobs to a later poll
+                log.warning("job_claim_failed", jobs=len(batch), reason=str(e))
+                return
+            for job_id, score in zip(batch, scores, strict=True):
+                if score is None:
+                    continue
+                await self.sem.acquire()  # never waits: `room` permits are free
+                self.job_counter += 1
+                task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -172,6 +181,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "keep_result": KEEP_RESULT_S,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "poll_delay": POLL_DELAY_S,
+        "max_jobs": MAX_JOBS,
         "job_completion_wait": JOB_COMPLETION_WAIT_S,
         "on_job_start": _on_job_start,
         # results are words ("published"...) and job arguments hold signatures: arq must not log them

@@ -38,12 +38,11 @@ from cli.logs import configure_logging
 from schemas.job import PROCESS_NOTIFICATION, dumps, loads, notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import notification, queued, signed
-from workers.worker import ClaimingWorker, worker_options
+from workers.worker import MAX_JOBS, ClaimingWorker, worker_options
 
 REDIS_URL = os.environ.get("CVCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 SHOP_ID = "12345678"
 KEY = "1122334455667788"
-MAX_JOBS = 100
 
 
 def _settings() -> Settings:
@@ -86,7 +85,7 @@ async def throughput(jobs: int) -> tuple[float, float, float]:
     settings = _settings()
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
-    options = worker_options(settings, burst=True, poll_delay=0, handle_signals=False, max_jobs=MAX_JOBS)
+    options = worker_options(settings, burst=True, poll_delay=0, handle_signals=False)
     # the same options and per-function limits as process_notification; only the job body differs
     ours = options["functions"][0]
     noop_function = func(noop, name="noop", timeout=ours.timeout_s, max_tries=ours.max_tries)
