@@ -24,11 +24,20 @@ def render_nginx_conf(dest: Path, upstreams: Sequence[str], listen_port: int, in
     """A runnable copy of deploy/nginx in `dest`: receivers at `upstreams` ("127.0.0.1:8001"), plain HTTP on
     127.0.0.1:`listen_port`, /metrics on 127.0.0.1:`internal_port`. Run it with
     `nginx -p dest -c <returned path> -g "pid dest/nginx.pid;"`."""
+    parameters = shipped_upstream_parameters()
     shutil.copytree(NGINX, dest, dirs_exist_ok=True)
-    (dest / "upstream.conf").write_text("".join(f"server {address};\n" for address in upstreams))
+    (dest / "upstream.conf").write_text("".join(f"server {address} {parameters};\n" for address in upstreams))
     (dest / "listen.conf").write_text(f"listen 127.0.0.1:{listen_port};\n")
     (dest / "listen-internal.conf").write_text(f"listen 127.0.0.1:{internal_port};\n")
     return dest / "nginx.conf"
+
+
+def shipped_upstream_parameters() -> str:
+    """The per-server parameters of deploy/nginx/upstream.conf (max_fails, fail_timeout), kept when rendering."""
+    for line in (NGINX / "upstream.conf").read_text().splitlines():
+        if line.startswith("server "):
+            return line.strip().removesuffix(";").split(None, 2)[2]
+    raise RuntimeError("deploy/nginx/upstream.conf has no server line")
 
 
 def nginx_test(prefix: Path, conf: Path) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """deploy/ agrees with the code: commands, CVCO_* variables, ports, routes, metrics, limits, grace periods.
 
-`render_nginx_conf(dest, upstreams, listen_port, internal_port)` is the one way to run deploy/nginx outside
-its container (used here for `nginx -t`, and by the load-balancer reliability tests).
+`tests.deploy_files.render_nginx_conf` is the one way to run deploy/nginx outside its container (used here
+for `nginx -t`, and by the load-balancer reliability tests).
 """
 
 from __future__ import annotations

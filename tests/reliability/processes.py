@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from schemas.settings import ShopConfig
+from tests.deploy_files import render_nginx_conf
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("cvco-ipn"))
@@ -128,14 +129,6 @@ class Service:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)
-
-
-def _shipped_upstream_parameters() -> str:
-    """The per-server parameters of deploy/nginx/upstream.conf (max_fails, fail_timeout), so tests run them."""
-    for line in (REPO / "deploy" / "nginx" / "upstream.conf").read_text().splitlines():
-        if line.startswith("server "):
-            return line.strip().removesuffix(";").split(None, 2)[2]
-    raise RuntimeError("deploy/nginx/upstream.conf has no server line")
 
 
 def shops_json() -> str:
@@ -282,22 +275,17 @@ class Cluster:
     # --- nginx -------------------------------------------------------------------------------------------
 
     def start_nginx(self, upstream_ports: Sequence[int], **tuning: str) -> Service:
-        """nginx with deploy/nginx/nginx.conf unchanged, its three include files written for loopback."""
+        """nginx running deploy/nginx as shipped, its three include files rendered for loopback."""
         prefix = self.workdir / "nginx"
-        prefix.mkdir(exist_ok=True)
-        shutil.copy(REPO / "deploy" / "nginx" / "nginx.conf", prefix / "nginx.conf")
-        parameters = _shipped_upstream_parameters()
-        servers = "".join(f"server 127.0.0.1:{p} {parameters};\n" for p in upstream_ports)
-        (prefix / "upstream.conf").write_text(servers)
-        port, internal = free_port(), free_port()
-        (prefix / "listen.conf").write_text(f"listen 127.0.0.1:{port};\n")
-        (prefix / "listen-internal.conf").write_text(f"listen 127.0.0.1:{internal};\n")
+        port = free_port()
+        upstreams = [f"127.0.0.1:{upstream}" for upstream in upstream_ports]
+        conf = render_nginx_conf(prefix, upstreams, port, free_port())
         directives = f"pid {prefix}/nginx.pid; daemon off;"
         if os.geteuid() == 0:
             directives += " user root;"  # workers must write their temp files in the test's directory
         for name, value in tuning.items():
             directives += f" {name} {value};"
-        argv = [NGINX, "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", directives]
+        argv = [NGINX, "-e", "stderr", "-p", str(prefix), "-c", str(conf), "-g", directives]
         service = self._add(Service("nginx", argv, dict(os.environ), self.workdir / "nginx.log"))
         service.port = port
         wait_until(
