@@ -44,11 +44,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
-class _NoJobArguments(logging.Filter):
-    """Drop arq's per-job start line: it prints the job's arguments, which carry the signature."""
+class _NoPerJobLines(logging.Filter):
+    """Drop arq's per-job lines: the start line prints the job's arguments, which carry the signature, and
+    the end line repeats the worker's own "job done" summary."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "→" not in str(record.msg)
+        message = str(record.msg)
+        return "→" not in message and "←" not in message
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return _check(load_settings())
     settings = load_settings(require_shops=True)
     configure_logging()
-    logging.getLogger("arq.worker").addFilter(_NoJobArguments())
+    logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
     # arq takes the current loop when built: make it uvloop's, as the receiver does
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
