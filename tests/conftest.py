@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from arq.connections import ArqRedis
 from pydantic import SecretStr
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 
+from schemas.job import dumps, loads
 from schemas.settings import Settings, ShopConfig
 
 TEST_REDIS_URL = os.environ.get("CVCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -88,3 +90,11 @@ def smtp_server() -> Iterator[SmtpServer]:
     controller.start()
     yield SmtpServer("127.0.0.1", port, mailbox)
     controller.stop()
+
+
+@pytest.fixture
+async def pool(redis: Redis) -> AsyncIterator[ArqRedis]:
+    """An arq client on the test database with the project's JSON job serializer, as the receiver uses."""
+    arq = ArqRedis(ConnectionPool.from_url(TEST_REDIS_URL), job_serializer=dumps, job_deserializer=loads)
+    yield arq
+    await arq.aclose(close_connection_pool=True)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+from arq.connections import ArqRedis
+
 from ingest.signature import sign_fields
-from schemas.job import QueuedNotification
-from schemas.settings import ShopConfig
+from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
+from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID
+from workers.worker import build_worker
 
 TRANS_DATE = "20240501120000"
 TRANS_ID = "Ab12Cd"
@@ -104,3 +108,23 @@ def queued(fields: dict[str, str], shop: ShopConfig) -> QueuedNotification:
     return QueuedNotification(
         fields=signed(fields, shop), received_at=RECEIVED_AT, client_ip="127.0.0.1", request_id="test"
     )
+
+
+async def enqueue_notification(pool: ArqRedis, settings: Settings, job: QueuedNotification) -> str:
+    """Queue the job as the receiver would (same function, id and queue); its job id."""
+    job_id = notification_job_id(job.fields)
+    await pool.enqueue_job(
+        PROCESS_NOTIFICATION, job.model_dump(mode="json"), _job_id=job_id, _queue_name=settings.queue_name
+    )
+    return job_id
+
+
+async def drain(settings: Settings, workers: int = 1) -> int:
+    """Run burst workers until the queue is empty; the number of jobs that failed."""
+    built = [build_worker(settings, burst=True, poll_delay=0, handle_signals=False) for _ in range(workers)]
+    try:
+        await asyncio.gather(*(worker.main() for worker in built))
+    finally:
+        for worker in built:
+            await worker.close()
+    return sum(worker.jobs_failed for worker in built)

@@ -6,48 +6,30 @@ import email
 import email.policy
 import json
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from arq.connections import ArqRedis
 from pydantic import SecretStr
-from redis.asyncio import ConnectionPool, Redis
 
 from ingest.forensics import FORENSICS_STREAM
-from schemas import job as job_schema
-from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 from schemas.settings import Settings, ShopConfig
-from tests.conftest import TEST_REDIS_URL, SmtpServer, free_port
-from tests.notifications import UUID_CB, UUID_PAY, cascade, leg, notification, queued
+from tests.conftest import SmtpServer, free_port
+from tests.notifications import (
+    UUID_CB,
+    UUID_PAY,
+    cascade,
+    drain,
+    enqueue_notification,
+    leg,
+    notification,
+    queued,
+)
 from workers import failed_store
 from workers.alerts import OUTBOX, deliver_alerts
 from workers.watch import check_queue_age, check_signature_bursts
-from workers.worker import build_worker
-
-
-@pytest.fixture
-async def pool(redis: Redis) -> AsyncIterator[ArqRedis]:
-    arq = ArqRedis(ConnectionPool.from_url(TEST_REDIS_URL), job_serializer=job_schema.dumps)
-    yield arq
-    await arq.aclose(close_connection_pool=True)
 
 
 def with_mail(settings: Settings, url: str) -> Settings:
     return settings.model_copy(update={"smtp_url": SecretStr(url), "alert_to": ["ops@example.com"]})
-
-
-async def enqueue(pool: ArqRedis, settings: Settings, job: QueuedNotification) -> str:
-    job_id = notification_job_id(job.fields)
-    await pool.enqueue_job(
-        PROCESS_NOTIFICATION, job.model_dump(mode="json"), _job_id=job_id, _queue_name=settings.queue_name
-    )
-    return job_id
-
-
-async def drain(settings: Settings) -> None:
-    worker = build_worker(settings, burst=True, poll_delay=0, handle_signals=False)
-    await worker.main()
-    await worker.close()
 
 
 def subjects(smtp_server: SmtpServer) -> list[str]:
@@ -66,7 +48,7 @@ async def test_partial_cascade_is_published_and_mailed_once(
     fields = cascade(
         [leg(1, "CVCO", 6000, "AUTHORISED", UUID_PAY), leg(2, "CB", 4000, "REFUSED", UUID_CB, "05")]
     )
-    await enqueue(pool, settings, queued(fields, shop))
+    await enqueue_notification(pool, settings, queued(fields, shop))
     await drain(settings)
     [(_, entry)] = await pool.xrange(settings.stream)
     assert json.loads(entry[b"event"])["type"] == "payment.partial"
@@ -80,14 +62,14 @@ async def test_smtp_down_does_not_stop_processing_and_the_alert_follows_later(
 ) -> None:
     """Nothing listens on the SMTP port: the worker still publishes and parks; the mail goes out once back."""
     down = with_mail(settings, f"smtp://127.0.0.1:{free_port()}").model_copy(update={"shops": {}})
-    parked_id = await enqueue(pool, down, queued(notification("AUTHORISED"), shop))
+    parked_id = await enqueue_notification(pool, down, queued(notification("AUTHORISED"), shop))
     await drain(down)
     assert await failed_store.get(pool, parked_id) is not None
     assert await deliver_alerts(pool, down) == 0
     assert await pool.llen(OUTBOX) == 1  # type: ignore[misc]  # async client
 
     good = with_mail(settings, f"smtp://127.0.0.1:{free_port()}")
-    await enqueue(pool, good, queued(notification("AUTHORISED", trans_id="Zz99Yy"), shop))
+    await enqueue_notification(pool, good, queued(notification("AUTHORISED", trans_id="Zz99Yy"), shop))
     await drain(good)
     assert await pool.xlen(settings.stream) == 1
 
@@ -103,7 +85,7 @@ async def test_oldest_queued_job_past_the_limit_raises_a_queue_alert(
 ) -> None:
     """With no worker running, a job queued longer than queue_age_alert_s raises one queue_stale alert."""
     settings = with_mail(settings, smtp_server.url).model_copy(update={"queue_age_alert_s": 60})
-    await enqueue(pool, settings, queued(notification("AUTHORISED"), shop))
+    await enqueue_notification(pool, settings, queued(notification("AUTHORISED"), shop))
     young = await check_queue_age(pool, settings)
     assert young is not None and young < 5
     assert await pool.llen(OUTBOX) == 0  # type: ignore[misc]  # async client

@@ -7,33 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool, Redis
 
 from cli.main import main
-from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION, notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, TEST_REDIS_URL
-from tests.notifications import notification, queued
+from tests.notifications import drain, notification, queued
 from workers import failed_store
-from workers.worker import build_worker
 
 
 @pytest.fixture
-async def pool(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ArqRedis]:
-    """An arq client on the test database; the CLI's environment points at the same database."""
+def pool(pool: ArqRedis, monkeypatch: pytest.MonkeyPatch) -> ArqRedis:
+    """The shared arq client; the CLI's environment points at the same database."""
     monkeypatch.setenv("CVCO_REDIS_URL", TEST_REDIS_URL)
-    arq = ArqRedis(
-        ConnectionPool.from_url(TEST_REDIS_URL),
-        job_serializer=job_schema.dumps,
-        job_deserializer=job_schema.loads,
-    )
-    yield arq
-    await arq.aclose(close_connection_pool=True)
+    return pool
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -41,12 +31,6 @@ async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
     status = await asyncio.to_thread(main, list(argv))
     out, err = capsys.readouterr()
     return status, out, err
-
-
-async def drain(settings: Settings) -> None:
-    worker = build_worker(settings, burst=True, poll_delay=0, handle_signals=False)
-    await worker.main()
-    await worker.close()
 
 
 async def park_unknown_shop(pool: ArqRedis, settings: Settings, shop: ShopConfig) -> str:

@@ -10,18 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
 from pydantic import SecretStr
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
-from schemas import job as job_schema
-from schemas.job import PROCESS_NOTIFICATION, notification_job_id
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, TEST_REDIS_URL, SmtpServer
-from tests.notifications import TRANS_ID, notification, queued
+from tests.notifications import TRANS_ID, drain, enqueue_notification, notification, queued
 from workers.alerts import deliver_alerts
 from workers.expiry import sweep_expired_sessions
 from workers.sessions import SESSIONS_KEY, track_session
-from workers.worker import build_worker
 
 
 def pending(trans_id: str, *, trans_date: datetime, timeout_s: float = 1) -> PendingPayment:
@@ -39,12 +36,6 @@ def pending(trans_id: str, *, trans_date: datetime, timeout_s: float = 1) -> Pen
 
 async def event_types(redis: Redis, stream: str) -> list[str]:
     return [json.loads(fields[b"event"])["type"] for _, fields in await redis.xrange(stream)]
-
-
-async def drain(settings: Settings) -> None:
-    worker = build_worker(settings, burst=True, poll_delay=0, handle_signals=False)
-    await worker.main()
-    await worker.close()
 
 
 async def test_session_not_yet_due_is_left_alone(redis: Redis, settings: Settings) -> None:
@@ -93,20 +84,10 @@ async def test_two_real_workers_running_the_sweep_cron_publish_one_expiry(
 
 
 async def test_payment_accepted_before_the_deadline_is_not_expired(
-    redis: Redis, settings: Settings, shop: ShopConfig
+    redis: Redis, pool: ArqRedis, settings: Settings, shop: ShopConfig
 ) -> None:
     """A session whose payment was accepted is unwatched by the sweep without a payment.expired."""
-    job = queued(notification("AUTHORISED"), shop)
-    arq = ArqRedis(ConnectionPool.from_url(TEST_REDIS_URL), job_serializer=job_schema.dumps)
-    try:
-        await arq.enqueue_job(
-            PROCESS_NOTIFICATION,
-            job.model_dump(mode="json"),
-            _job_id=notification_job_id(job.fields),
-            _queue_name=settings.queue_name,
-        )
-    finally:
-        await arq.aclose(close_connection_pool=True)
+    await enqueue_notification(pool, settings, queued(notification("AUTHORISED"), shop))
     await drain(settings)
     trans_date = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     await track_session(redis, pending(TRANS_ID, trans_date=trans_date))
@@ -116,7 +97,7 @@ async def test_payment_accepted_before_the_deadline_is_not_expired(
 
 
 async def test_late_acceptance_after_expiry_is_applied_and_alerted(
-    redis: Redis, settings: Settings, shop: ShopConfig, smtp_server: SmtpServer
+    redis: Redis, pool: ArqRedis, settings: Settings, shop: ShopConfig, smtp_server: SmtpServer
 ) -> None:
     """Expired in silence, then AUTHORISED arrives: payment.accepted is published and a mail says so."""
     settings = settings.model_copy(
@@ -126,17 +107,7 @@ async def test_late_acceptance_after_expiry_is_applied_and_alerted(
     await track_session(redis, pending(TRANS_ID, trans_date=trans_date))
     assert await sweep_expired_sessions(redis, settings) == 1
 
-    job = queued(notification("AUTHORISED"), shop)
-    arq = ArqRedis(ConnectionPool.from_url(TEST_REDIS_URL), job_serializer=job_schema.dumps)
-    try:
-        await arq.enqueue_job(
-            PROCESS_NOTIFICATION,
-            job.model_dump(mode="json"),
-            _job_id=notification_job_id(job.fields),
-            _queue_name=settings.queue_name,
-        )
-    finally:
-        await arq.aclose(close_connection_pool=True)
+    await enqueue_notification(pool, settings, queued(notification("AUTHORISED"), shop))
     await drain(settings)
     assert await event_types(redis, settings.stream) == ["payment.expired", "payment.accepted"]
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
-from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION
 from schemas.notification import InvalidNotification
 from schemas.settings import Settings, ShopConfig
-from tests.conftest import TEST_REDIS_URL
 from tests.notifications import notification, queued
 from workers import failed_store
 from workers.failures import PARK_MARGIN_S, JobHandler, backoff_s, notification_function, with_failure_policy
@@ -28,18 +24,6 @@ PAYLOAD = {
     "client_ip": "127.0.0.1",
     "request_id": "r1",
 }
-
-
-@pytest.fixture
-async def pool(redis: Redis) -> AsyncIterator[ArqRedis]:
-    """An arq client on the test database with the project's JSON serializer."""
-    arq = ArqRedis(
-        ConnectionPool.from_url(TEST_REDIS_URL),
-        job_serializer=job_schema.dumps,
-        job_deserializer=job_schema.loads,
-    )
-    yield arq
-    await arq.aclose(close_connection_pool=True)
 
 
 async def run_burst(pool: ArqRedis, settings: Settings, handler: JobHandler) -> Worker:

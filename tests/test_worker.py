@@ -7,53 +7,34 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiohttp import test_utils
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
 from ingest.app import IPN_PATH, create_app
-from schemas.job import PROCESS_NOTIFICATION, dumps, loads, notification_job_id
+from schemas.job import PROCESS_NOTIFICATION, dumps, loads
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, TEST_KEY, TEST_REDIS_URL
-from tests.notifications import UUID_CB, UUID_PAY, UUID_REFUND, cascade, leg, notification, queued, signed
+from tests.notifications import (
+    UUID_CB,
+    UUID_PAY,
+    UUID_REFUND,
+    cascade,
+    drain,
+    enqueue_notification,
+    leg,
+    notification,
+    queued,
+    signed,
+)
 from workers import failed_store
 from workers.auth_codes import AUTH_RESULTS
-from workers.worker import build_worker
-
-
-@pytest.fixture
-async def pool(redis: Redis) -> AsyncIterator[ArqRedis]:
-    """An arq pool with the project's JSON serializer, as the receiver uses."""
-    arq_pool = await create_pool(
-        RedisSettings.from_dsn(TEST_REDIS_URL), job_serializer=dumps, job_deserializer=loads
-    )
-    yield arq_pool
-    await arq_pool.aclose()
 
 
 async def enqueue(pool: ArqRedis, settings: Settings, shop: ShopConfig, fields: dict[str, str]) -> None:
-    job = queued(fields, shop)
-    await pool.enqueue_job(
-        PROCESS_NOTIFICATION,
-        job.model_dump(mode="json"),
-        _job_id=notification_job_id(job.fields),
-        _queue_name=settings.queue_name,
-    )
-
-
-async def drain(settings: Settings, workers: int = 1) -> int:
-    """Run burst workers until the queue is empty; the number of jobs that failed."""
-    built = [build_worker(settings, burst=True, poll_delay=0, handle_signals=False) for _ in range(workers)]
-    try:
-        await asyncio.gather(*(worker.main() for worker in built))
-    finally:
-        for worker in built:
-            await worker.close()
-    return sum(worker.jobs_failed for worker in built)
+    await enqueue_notification(pool, settings, queued(fields, shop))
 
 
 async def events(redis: Redis, settings: Settings) -> list[dict[str, Any]]:

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.worker import func
 from redis.asyncio import Redis
 
-from schemas.job import dumps, loads
 from schemas.settings import Settings
-from tests.conftest import TEST_REDIS_URL
 from workers.worker import ClaimingWorker, build_worker
 
 JOB = "count_start"
-
-
-@pytest.fixture
-async def pool(redis: Redis) -> AsyncIterator[ArqRedis]:
-    arq_pool = await create_pool(
-        RedisSettings.from_dsn(TEST_REDIS_URL), job_serializer=dumps, job_deserializer=loads
-    )
-    yield arq_pool
-    await arq_pool.aclose()
 
 
 def counting_worker(settings: Settings, starts: Counter[str]) -> ClaimingWorker:
