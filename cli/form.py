@@ -59,22 +59,18 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--capture-delay", type=int, metavar="DAYS", help="days before capture (above 3: 3)")
     for name in ("order_info", "order_info2", "order_info3"):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"vads_{name}")
-    buyer = parser.add_argument_group("buyer (vads_cust_*)")
-    for name in Customer.model_fields:
-        buyer.add_argument(
-            f"--customer-{name.replace('_', '-')}",
-            dest=f"customer_{name}",
-            metavar="TEXT",
-            help=f"vads_cust_{name}",
-        )
-    delivery = parser.add_argument_group("delivery (vads_ship_to_*)")
-    for name in Shipping.model_fields:
-        delivery.add_argument(
-            f"--ship-to-{name.replace('_', '-')}",
-            dest=f"ship_to_{name}",
-            metavar="TEXT",
-            help=f"vads_ship_to_{name}",
-        )
+    for title, model, dest_prefix, field_prefix in (
+        ("buyer (vads_cust_*)", Customer, "customer_", "vads_cust_"),
+        ("delivery (vads_ship_to_*)", Shipping, "ship_to_", "vads_ship_to_"),
+    ):
+        group = parser.add_argument_group(title)
+        for name in model.model_fields:
+            group.add_argument(
+                f"--{(dest_prefix + name).replace('_', '-')}",
+                dest=dest_prefix + name,
+                metavar="TEXT",
+                help=field_prefix + name,
+            )
     cart = parser.add_argument_group("cart and extra fields")
     cart.add_argument(
         "--product",

@@ -15,19 +15,8 @@ from ingest.form_rules import FormRuleError
 from ingest.signature import verify_signature
 from schemas.settings import Algorithm, ShopConfig
 from tests.conftest import SHOP_ID, TEST_KEY
+from tests.test_signature import OFFICIAL_FIELDS
 
-OFFICIAL_FIELDS = {
-    "vads_action_mode": "INTERACTIVE",
-    "vads_amount": "5124",
-    "vads_ctx_mode": "TEST",
-    "vads_currency": "978",
-    "vads_page_action": "PAYMENT",
-    "vads_payment_config": "SINGLE",
-    "vads_site_id": "12345678",
-    "vads_trans_date": "20170129130025",
-    "vads_trans_id": "123456",
-    "vads_version": "V2",
-}
 TRANS_DATE = datetime(2017, 1, 29, 13, 0, 25, tzinfo=UTC)
 
 

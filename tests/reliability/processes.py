@@ -24,23 +24,13 @@ from pathlib import Path
 from types import TracebackType
 
 from schemas.settings import ShopConfig
+from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY, free_port
 from tests.deploy_files import render_nginx_conf
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("cvco-ipn"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
-SHOP_ID = "12345678"
-TEST_KEY = "1122334455667788"
-PRODUCTION_KEY = "8877665544332211"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:

@@ -12,10 +12,11 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import SHOP_ID
 from tests.reliability.accounting import tally, wait_for_events
 from tests.reliability.conftest import scale
 from tests.reliability.notifications import accepted_payment, form_body
-from tests.reliability.processes import SHOP_ID, Cluster, Service, http_status, shop_config
+from tests.reliability.processes import Cluster, Service, http_status, shop_config
 
 NOTIFICATIONS = scale(ci=1000, full=5000)
 RATE = 200

@@ -18,8 +18,9 @@ from schemas.session import PendingPayment
 from simulator.deliver import RetryPolicy, Summary, play
 from simulator.platform import Delivery
 from simulator.scenarios import SCENARIOS, build_scenario
+from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY
 from tests.reliability.accounting import STREAM, wait_for_events
-from tests.reliability.processes import PRODUCTION_KEY, SHOP_ID, TEST_KEY, Cluster, shop_config
+from tests.reliability.processes import Cluster, shop_config
 from workers.sessions import track_session
 
 # a whole token: digits inside a hex id (trans_uuid, event_id, job id) are not a card number

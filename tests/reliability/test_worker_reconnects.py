@@ -7,9 +7,10 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import SHOP_ID
 from tests.reliability.accounting import wait_for_events
 from tests.reliability.notifications import accepted_payment, form_body
-from tests.reliability.processes import SHOP_ID, Cluster, shop_config, wait_until
+from tests.reliability.processes import Cluster, shop_config, wait_until
 
 
 def _post(url: str, index: int) -> int:
