@@ -15,6 +15,9 @@ from datetime import datetime, timedelta
 from ingest.signature import SIGNATURE_FIELD, sign_fields
 from schemas.settings import ShopConfig
 
+MASK = "X"
+"""The platform masks card digits with X: six of them between the first six and the last four."""
+
 CVCO_MIN_AMOUNT = 2000
 """The method is not offered under 20.00 EUR."""
 
@@ -114,7 +117,7 @@ def echoed_fields(rng: random.Random, order_id: str, amount: int) -> dict[str, s
 
 def masked_cvco_account(rng: random.Random) -> str:
     """An ANCV beneficiary account id as the platform shows it: first and last digits only."""
-    return f"{rng.randrange(10, 99)}XXXXXX{rng.randrange(1000, 9999)}"
+    return f"{rng.randrange(10, 99)}{MASK * 6}{rng.randrange(1000, 9999)}"
 
 
 def single_fields(

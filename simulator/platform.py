@@ -13,6 +13,7 @@ from schemas.session import PendingPayment
 from schemas.settings import ShopConfig
 from simulator.fields import (
     CVCO_MIN_AMOUNT,
+    MASK,
     Leg,
     Payment,
     echoed_fields,
@@ -117,7 +118,7 @@ class Platform:
         """CVCO for part of the amount (the buyer's balance), then a CB card for the rest."""
         cvco_part = self.rng.randrange(500, payment.amount - 500, 10)
         cvco = Leg("CVCO", cvco_part, "AUTHORISED", "0", self.uuid(), payment.card_number)
-        card = f"4970{self.rng.randrange(10, 99)}XXXXXX{self.rng.randrange(1000, 9999)}"
+        card = f"4970{self.rng.randrange(10, 99)}{MASK * 6}{self.rng.randrange(1000, 9999)}"
         complement = Leg(
             "CB", payment.amount - cvco_part, complement_status, complement_auth, self.uuid(), card
         )

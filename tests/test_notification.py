@@ -35,7 +35,7 @@ LEG = {
     "auth_result": "0",
     "capture_delay": 0,
     "card_brand": "CVCO",
-    "card_number": "XXXX1234",
+    "card_number": "X" * 4 + "1234",
     "sequence_number": 1,
     "trans_id": "a1B2c3",
     "trans_uuid": "f" * 32,

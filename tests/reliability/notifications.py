@@ -49,7 +49,7 @@ def accepted_payment(
         "vads_auth_result": "00",
         "vads_capture_delay": "0",
         "vads_card_brand": "CVCO",
-        "vads_card_number": "XXXXXXXXXXXX0001",
+        "vads_card_number": "X" * 12 + "0001",
         "vads_ctx_mode": mode,
         "vads_currency": "978",
         "vads_effective_amount": str(2000 + index % 50_000),

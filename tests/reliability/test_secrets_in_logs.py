@@ -129,5 +129,5 @@ def test_the_card_number_detector_finds_a_full_number_and_ignores_dates_and_mask
     """The leak check itself: a real test PAN is found; dates, masked numbers and hex ids are not."""
     assert card_numbers("pan=4970101234567899 ") == []  # fails Luhn
     assert card_numbers("pan=4111111111111111;") == ["4111111111111111"]
-    assert card_numbers("vads_trans_date=20260101120000 masked=497010XXXXXX0003") == []
+    assert card_numbers("vads_trans_date=20260101120000 masked=497010" + "X" * 6 + "0003") == []
     assert card_numbers('"event_id": "ab4111111111111111cd"') == []
