@@ -25,7 +25,7 @@ from tests.notifications import (
     notification,
     queued,
 )
-from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, load_payment
+from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
 from workers.decide import PaymentState, decide
 from workers.jobs import handle_notification
 from workers.sessions import load_session
@@ -192,3 +192,36 @@ async def test_a_pending_notification_watches_its_session_until_timeout_plus_gra
     session = await load_session(redis, outcome.payment_key)
     assert session is not None and session.registered_by == "notification"
     assert session.deadline - session.trans_date == timedelta(seconds=900)
+
+
+async def test_two_conflicting_writes_of_one_payment_in_one_batch_apply_in_order(
+    settings: Settings, redis: Redis
+) -> None:
+    """Two decisions made on the same version of one payment, written in the same batch: the first one
+    submitted wins, the second gets a conflict carrying the first one's state, and one event is published."""
+    authorised = decide(None, parse_notification(notification("AUTHORISED")), RECEIVED_AT)
+    captured = decide(None, parse_notification(notification("CAPTURED", source="BATCH")), RECEIVED_AT)
+    first, second = await asyncio.gather(
+        apply_decision(redis, settings, "0", authorised),
+        apply_decision(redis, settings, "0", captured),
+        return_exceptions=True,
+    )
+    assert isinstance(first, str) and first
+    assert isinstance(second, VersionConflict)
+    assert second.version == "1" and second.state == authorised.state
+    assert await load_payment(redis, authorised.state.key if authorised.state else "") == authorised.state
+    entries = await redis.xrange(settings.stream)
+    assert [fields[b"type"] for _, fields in entries] == [b"payment.accepted"]
+
+
+async def test_one_payment_notified_many_times_at_once_on_one_client_settles_as_in_sequence(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Every notification of a payment's life handled concurrently on one client (their writes share
+    batches and conflict within them): the final state is the sequential one, no event repeats."""
+    life = [*SINGLE_LIFE, *SINGLE_LIFE[:2]]
+    outcomes = await asyncio.gather(*(handle_notification(redis, settings, queued(f, shop)) for f in life))
+    assert essence(await load_payment(redis, outcomes[0].payment_key)) == pure_final(SINGLE_LIFE)[0]
+    entries = await redis.xrange(settings.stream)
+    ids = [json.loads(fields[b"event"])["event_id"] for _, fields in entries]
+    assert len(ids) == len(set(ids)) == sum(outcome.published for outcome in outcomes) >= 2

@@ -14,12 +14,16 @@ Redis layout (all under `cvco:`):
 The worker decides in Python, then runs `_APPLY`, which writes only if the payment is still at the
 version the decision was made on, and otherwise answers the current version and state: two workers on
 the same payment cannot both win, and the loser decides again on what the winner wrote. The first
-attempt assumes a new payment (version 0), so a payment's first notification costs one round trip.
+attempt assumes a new payment (version 0), so a payment's first notification costs one round trip,
+shared with the other jobs applying at the same moment (`StateWriter`: one EVAL per event-loop turn).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import weakref
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -31,25 +35,35 @@ from workers.sessions import SESSIONS_KEY
 
 PAYMENT_PREFIX = "cvco:payment:"
 PAYMENT_TTL_S = 120 * 86400
+GATHER_TURNS = 3
 
-# KEYS: payment hash, stream, sessions. ARGV: expected version, state JSON, ttl s, event JSON ('' = none),
-# maxlen, type, shop id, event id, '1' to stop watching the session, payment key.
+# KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, then 8 per item:
+# expected version, state JSON, event JSON ('' = none), type, shop id, event id, '1' to stop watching
+# the session, payment key. Items are applied in order: a later item on the same payment sees the
+# earlier one's write. Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = """
-local current = redis.call('HGET', KEYS[1], 'v') or '0'
-if current ~= ARGV[1] then
-  return {0, current, redis.call('HGET', KEYS[1], 's') or ''}
+local replies = {}
+for i = 3, #KEYS do
+  local a = (i - 3) * 8 + 2
+  local key = KEYS[i]
+  local current = redis.call('HGET', key, 'v') or '0'
+  if current ~= ARGV[a + 1] then
+    replies[i - 2] = {0, current, redis.call('HGET', key, 's') or ''}
+  else
+    redis.call('HSET', key, 'v', tostring(tonumber(current) + 1), 's', ARGV[a + 2])
+    redis.call('EXPIRE', key, ARGV[2])
+    if ARGV[a + 7] == '1' then
+      redis.call('ZREM', KEYS[2], ARGV[a + 8])
+    end
+    if ARGV[a + 3] == '' then
+      replies[i - 2] = {1, ''}
+    else
+      replies[i - 2] = {1, redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+        'event', ARGV[a + 3], 'type', ARGV[a + 4], 'shop_id', ARGV[a + 5], 'event_id', ARGV[a + 6])}
+    end
+  end
 end
-redis.call('HSET', KEYS[1], 'v', tostring(tonumber(current) + 1), 's', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[9] == '1' then
-  redis.call('ZREM', KEYS[3], ARGV[10])
-end
-if ARGV[4] == '' then
-  return {1, ''}
-end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-  'event', ARGV[4], 'type', ARGV[6], 'shop_id', ARGV[7], 'event_id', ARGV[8])
-return {1, id}
+return replies
 """
 _APPLY_SHA = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest()
 
@@ -85,32 +99,99 @@ async def apply_decision(redis: Redis, settings: Settings, version: str, decisio
     """Write the decision's state, and XADD its event, iff the payment is still at `version`.
 
     Returns the stream entry id (None when the decision has no event); raises `VersionConflict` with
-    the current version and state, so the caller decides again without another read.
+    the current version and state, so the caller decides again without another read. The write goes
+    with those of the other jobs applying in the same event-loop turn, in one EVAL (`StateWriter`).
     """
     state = decision.state
     if state is None:
         raise ValueError("a decision without a new state has nothing to write")
     event = decision.event_data
     watch_done = state.phase not in (None, "pending")
-    keys = [PAYMENT_PREFIX + state.key, settings.stream, SESSIONS_KEY]
-    args: list[str] = [
+    item = (
+        PAYMENT_PREFIX + state.key,
         version,
         state.model_dump_json(),
-        str(PAYMENT_TTL_S),
         event_json(event) if event else "",
-        str(settings.stream_maxlen),
         event["type"] if event else "",
         state.shop_id,
         event["event_id"] if event else "",
         "1" if watch_done else "0",
         state.key,
-    ]
-    try:
-        reply = await redis.evalsha(_APPLY_SHA, len(keys), *keys, *args)  # type: ignore[misc]  # redis-py types evalsha as Awaitable | value
-    except NoScriptError:
-        reply = await redis.eval(_APPLY, len(keys), *keys, *args)  # type: ignore[misc]  # as above
+    )
+    reply = await _writer(redis, settings).submit(item)
     if not int(reply[0]):
         raw = reply[2]
         current = PaymentState.model_validate_json(raw) if raw else None
         raise VersionConflict(state.key, _text(reply[1]), current)
     return _text(reply[1]) or None
+
+
+_Item = tuple[str, str, str, str, str, str, str, str, str]
+"""The payment hash key, then the script's 8 arguments of one compare-and-set."""
+
+
+class StateWriter:
+    """Coalesces the compare-and-sets of the jobs running at once into one EVAL per event-loop turn.
+
+    Each job `submit`s its item and awaits its own reply. The first submission of a turn starts a task
+    that runs at the next turn, after every job that was ready in this one: it takes all pending items
+    and sends them in one script call, applied in order (a conflict is answered per item, so its job
+    decides again as it would alone). A Redis error fails every item of the batch, each job retrying
+    as after its own failed write. Batches may overlap in flight: each item is still a compare-and-set.
+    """
+
+    def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+        self._redis = redis
+        self._head = [stream, SESSIONS_KEY]
+        self._shared = [str(maxlen), str(PAYMENT_TTL_S)]
+        self._pending: list[tuple[_Item, asyncio.Future[list[Any]]]] = []
+        self._flush: asyncio.Task[None] | None = None
+
+    async def submit(self, item: _Item) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((item, reply))
+        if self._flush is None:
+            self._flush = loop.create_task(self._write())
+        return await reply
+
+    async def _write(self) -> None:
+        seen = 0
+        for _ in range(GATHER_TURNS):
+            if len(self._pending) == seen:
+                break
+            seen = len(self._pending)
+            await asyncio.sleep(0)
+        batch, self._pending, self._flush = self._pending, [], None
+        keys = [*self._head, *(item[0] for item, _ in batch)]
+        args = [*self._shared, *(arg for item, _ in batch for arg in item[1:])]
+        try:
+            try:
+                replies = await self._redis.evalsha(_APPLY_SHA, len(keys), *keys, *args)  # type: ignore[misc]  # redis-py types evalsha as Awaitable | value
+            except NoScriptError:
+                replies = await self._redis.eval(_APPLY, len(keys), *keys, *args)  # type: ignore[misc]  # as above
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as e:  # every job of the batch sees the error its own write would have raised
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+
+_writers: weakref.WeakKeyDictionary[Redis, dict[tuple[str, int], StateWriter]] = weakref.WeakKeyDictionary()
+
+
+def _writer(redis: Redis, settings: Settings) -> StateWriter:
+    """The writer of this client for this stream (one batch per client: a batch uses one connection)."""
+    by_stream = _writers.setdefault(redis, {})
+    target = (settings.stream, settings.stream_maxlen)
+    writer = by_stream.get(target)
+    if writer is None:
+        writer = by_stream[target] = StateWriter(redis, *target)
+    return writer
