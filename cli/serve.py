@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from cli.logs import configure_logging
+from cli.logs import configure_logging, flush_logs
 from ingest.app import create_app
 from schemas.settings import load_settings
 
@@ -35,12 +35,13 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
-    configure_logging()
+    configure_logging(buffered=True)
     structlog.get_logger(__name__).info(
         "receiver_starting", host=args.host, port=args.port, shops=sorted(settings.shops)
     )
+    app = create_app(settings)
     web.run_app(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
@@ -48,4 +49,5 @@ def run(args: argparse.Namespace) -> int:
         print=None,
         loop=_event_loop(),
     )
+    flush_logs()
     return 0

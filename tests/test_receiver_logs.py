@@ -10,10 +10,16 @@ import sys
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlencode
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cli.logs import _UtcTimeStamper
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY, TEST_REDIS_URL, free_port
 from tests.test_receiver import captured_logs, notification, receiver, signed
@@ -148,3 +154,80 @@ def test_stdlib_records_get_the_same_processors_as_structlog_events() -> None:
     )
     assert set(stdlib) - {"event"} <= set(native)
     assert stdlib["timestamp"].endswith("Z") and native["timestamp"].endswith("Z")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=253_402_300_799_999_999), min_size=1, max_size=5))
+def test_timestamp_text_is_structlogs_iso_utc_text(times_us: list[int]) -> None:
+    """The per-second cached stamper writes exactly what TimeStamper(fmt="iso", utc=True) writes, any time."""
+    stamper = _UtcTimeStamper()
+    for unix_us in times_us:
+        expected = (_EPOCH + timedelta(microseconds=unix_us)).isoformat().replace("+00:00", "Z")
+        assert stamper.text(unix_us) == expected
+
+
+def test_buffered_lines_are_written_at_the_next_loop_turn_in_order_and_at_exit(tmp_path: Path) -> None:
+    """Buffered: a turn's lines reach stderr at the next turn, before a later stdlib record, also when a
+    loop stopped with a flush pending and another loop runs; lines still waiting at exit are written."""
+    script = (
+        "import asyncio, logging, os, structlog\n"
+        "from cli.logs import configure_logging\n"
+        "configure_logging(json=True, buffered=True)\n"
+        "log = structlog.get_logger('t')\n"
+        "async def main():\n"
+        "    log.info('one'); log.info('two')\n"
+        "    print(os.fstat(2).st_size, flush=True)\n"
+        "    await asyncio.sleep(0)\n"
+        "    await asyncio.sleep(0)\n"
+        "    print(os.fstat(2).st_size, flush=True)\n"
+        "    log.info('three')\n"
+        "    logging.getLogger('arq.worker').warning('four')\n"
+        "    log.info('five')\n"
+        "asyncio.run(main())\n"
+        "log.info('six')\n"
+        "stopped = asyncio.new_event_loop()\n"
+        "stopped.call_soon(lambda: (log.info('seven'), stopped.stop()))\n"
+        "stopped.run_forever()\n"
+        "stopped.close()\n"
+        "async def later():\n"
+        "    log.info('eight')\n"
+        "    before = os.fstat(2).st_size\n"
+        "    await asyncio.sleep(0)\n"
+        "    await asyncio.sleep(0)\n"
+        "    print(os.fstat(2).st_size > before, flush=True)\n"
+        "    log.info('nine')\n"
+        "asyncio.run(later())\n"
+        "last = asyncio.new_event_loop()\n"
+        "last.call_soon(lambda: (log.info('ten'), last.stop()))\n"
+        "last.run_forever()\n"
+        "last.close()\n"
+    )
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    text = stderr_path.read_text()
+    assert done.returncode == 0, text
+    during_turn, next_turn, new_loop_flushed = done.stdout.split()
+    assert (int(during_turn), new_loop_flushed) == (0, "True")
+    assert int(next_turn) == len("\n".join(text.splitlines()[:2])) + 1
+    assert [json.loads(line)["event"] for line in text.splitlines()] == [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+    ]
