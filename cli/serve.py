@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 from typing import Any
 
 import structlog
@@ -33,6 +34,16 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+async def _freeze_heap(app: web.Application) -> None:
+    """Once started, move every object so far out of the collector's sight.
+
+    Start-up leaves tens of thousands of long-lived objects (modules, settings, the app): a full
+    collection walks them all, a pause of 20 to 30 ms that requests in flight would wait through.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
     configure_logging(buffered=True)
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         "receiver_starting", host=args.host, port=args.port, shops=sorted(settings.shops)
     )
     app = create_app(settings)
+    app.on_startup.append(_freeze_heap)
     web.run_app(
         app,
         host=args.host,

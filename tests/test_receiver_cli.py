@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -11,6 +12,9 @@ import time
 import urllib.request
 from urllib.error import URLError
 
+from aiohttp import web
+
+from cli.serve import _freeze_heap
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY, TEST_REDIS_URL, free_port
 
 SERVE = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1"]
@@ -62,3 +66,16 @@ def test_serve_answers_healthz_and_stops_on_sigterm() -> None:
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 0
     assert b"receiver_starting" in stderr
+
+
+async def test_startup_moves_the_start_up_heap_out_of_the_collectors_sight() -> None:
+    """After start-up, the objects alive so far are frozen: a full collection no longer walks them."""
+    survivor: list[int] = []
+    assert gc.is_tracked(survivor)
+    try:
+        await _freeze_heap(web.Application())
+        assert gc.get_freeze_count() > 0
+        assert all(tracked is not survivor for tracked in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert any(tracked is survivor for tracked in gc.get_objects())
