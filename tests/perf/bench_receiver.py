@@ -148,6 +148,15 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
 
 
+def _percentile_ms(wrk_report: str, percent: int) -> float:
+    """A line of wrk's latency distribution (`     99%    5.01ms`), anchored at the start of the line:
+    a thread-stats column such as `57.50%` must not be taken for the 50% line."""
+    match = re.search(rf"^\s+{percent}%\s+(\S+)$", wrk_report, re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"no {percent}% line in wrk's report:\n{wrk_report}")
+    return _ms(match.group(1))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -179,8 +188,8 @@ def run_wrk(
     return Result(
         name=name,
         requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]  # wrk always prints it
-        p50_ms=_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]  # --latency prints it
-        p99_ms=_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]  # --latency prints it
+        p50_ms=_percentile_ms(out, 50),
+        p99_ms=_percentile_ms(out, 99),
         requests=requests,
         errors=(int(errors.group(1)) if errors else 0)
         + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
