@@ -225,3 +225,18 @@ async def test_one_payment_notified_many_times_at_once_on_one_client_settles_as_
     entries = await redis.xrange(settings.stream)
     ids = [json.loads(fields[b"event"])["event_id"] for _, fields in entries]
     assert len(ids) == len(set(ids)) == sum(outcome.published for outcome in outcomes) >= 2
+
+
+async def test_writes_of_one_batch_apply_in_order_of_receipt_not_of_submission(
+    settings: Settings, redis: Redis
+) -> None:
+    """A notification received earlier but reaching the write later in the same batch still goes first."""
+    authorised = decide(None, parse_notification(notification("AUTHORISED")), RECEIVED_AT)
+    captured = decide(None, parse_notification(notification("CAPTURED", source="BATCH")), RECEIVED_AT)
+    later, earlier = await asyncio.gather(
+        apply_decision(redis, settings, "0", captured, received=2.0),
+        apply_decision(redis, settings, "0", authorised, received=1.0),
+        return_exceptions=True,
+    )
+    assert isinstance(earlier, str) and isinstance(later, VersionConflict)
+    assert later.state == authorised.state

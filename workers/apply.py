@@ -95,7 +95,9 @@ async def load_payment(redis: Redis, key: str) -> PaymentState | None:
     return state
 
 
-async def apply_decision(redis: Redis, settings: Settings, version: str, decision: Decision) -> str | None:
+async def apply_decision(
+    redis: Redis, settings: Settings, version: str, decision: Decision, received: float = 0.0
+) -> str | None:
     """Write the decision's state, and XADD its event, iff the payment is still at `version`.
 
     Returns the stream entry id (None when the decision has no event); raises `VersionConflict` with
@@ -118,7 +120,7 @@ async def apply_decision(redis: Redis, settings: Settings, version: str, decisio
         "1" if watch_done else "0",
         state.key,
     )
-    reply = await _writer(redis, settings).submit(item)
+    reply = await _writer(redis, settings).submit(item, received)
     if not int(reply[0]):
         raw = reply[2]
         current = PaymentState.model_validate_json(raw) if raw else None
@@ -133,9 +135,9 @@ _Item = tuple[str, str, str, str, str, str, str, str, str]
 class StateWriter:
     """Coalesces the compare-and-sets of the jobs running at once into one EVAL per event-loop turn.
 
-    Each job `submit`s its item and awaits its own reply. The first submission of a turn starts a task
-    that runs at the next turn, after every job that was ready in this one: it takes all pending items
-    and sends them in one script call, applied in order (a conflict is answered per item, so its job
+    Each job `submit`s its item and awaits its own reply. The first submission starts a task that waits
+    while more items keep coming (at most `GATHER_TURNS` event-loop turns), then takes all pending items
+    and sends them in one script call, applied in order of receipt time (a conflict is answered per item, so its job
     decides again as it would alone). A Redis error fails every item of the batch, each job retrying
     as after its own failed write. Batches may overlap in flight: each item is still a compare-and-set.
     """
@@ -144,13 +146,13 @@ class StateWriter:
         self._redis = redis
         self._head = [stream, SESSIONS_KEY]
         self._shared = [str(maxlen), str(PAYMENT_TTL_S)]
-        self._pending: list[tuple[_Item, asyncio.Future[list[Any]]]] = []
+        self._pending: list[tuple[float, _Item, asyncio.Future[list[Any]]]] = []
         self._flush: asyncio.Task[None] | None = None
 
-    async def submit(self, item: _Item) -> list[Any]:
+    async def submit(self, item: _Item, received: float) -> list[Any]:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append((item, reply))
+        self._pending.append((received, item, reply))
         if self._flush is None:
             self._flush = loop.create_task(self._write())
         return await reply
@@ -162,7 +164,9 @@ class StateWriter:
                 break
             seen = len(self._pending)
             await asyncio.sleep(0)
-        batch, self._pending, self._flush = self._pending, [], None
+        pending, self._pending, self._flush = self._pending, [], None
+        pending.sort(key=lambda entry: entry[0])  # stable: same time, submission order
+        batch = [(item, reply) for _, item, reply in pending]
         keys = [*self._head, *(item[0] for item, _ in batch)]
         args = [*self._shared, *(arg for item, _ in batch for arg in item[1:])]
         try:

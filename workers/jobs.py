@@ -86,7 +86,11 @@ def authenticate(settings: Settings, queued: QueuedNotification) -> Notification
 
 
 async def _apply_until_settled(
-    redis: Redis, settings: Settings, key: str, decide_on: Callable[[PaymentState | None], Decision]
+    redis: Redis,
+    settings: Settings,
+    key: str,
+    decide_on: Callable[[PaymentState | None], Decision],
+    received: datetime,
 ) -> tuple[Decision, str | None]:
     """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
 
@@ -95,12 +99,13 @@ async def _apply_until_settled(
     """
     state: PaymentState | None = None
     version = "0"
+    order = received.timestamp()
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
         if decision.state is None:
             return decision, None
         try:
-            return decision, await apply_decision(redis, settings, version, decision)
+            return decision, await apply_decision(redis, settings, version, decision, order)
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version
     raise StateContention(f"payment {key} changed under {MAX_ATTEMPTS} attempts in a row")
@@ -126,7 +131,7 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
     note = authenticate(settings, queued)
     key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
     decision, stream_id = await _apply_until_settled(
-        redis, settings, key, lambda state: decide(state, note, queued.received_at)
+        redis, settings, key, lambda state: decide(state, note, queued.received_at), queued.received_at
     )
     outcome = _outcome(key, decision, stream_id)
     if outcome.phase == "pending" and outcome.published:
@@ -152,7 +157,7 @@ async def publish_session_expiry(
 ) -> Outcome:
     """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
     decision, stream_id = await _apply_until_settled(
-        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now)
+        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now
     )
     outcome = _outcome(pending.key, decision, stream_id)
     _log(outcome)
