@@ -13,6 +13,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import func
 from redis.asyncio import Redis
 
+from ingest.app import HiredisPackingConnection
 from schemas.settings import Settings
 from workers.worker import ClaimingWorker, build_worker
 
@@ -73,3 +74,22 @@ async def test_a_job_in_progress_elsewhere_or_deferred_is_left_alone(
     assert starts == Counter({"ready": 1})
     assert await redis.zscore(queue, "held") is not None and await redis.zscore(queue, "later") is not None
     assert await redis.pttl(in_progress_key_prefix + "held") > 50_000  # the other worker's claim stands
+
+
+async def test_the_worker_pool_packs_commands_with_hiredis_and_still_runs_jobs(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """The worker's own pool makes C-packing connections (none left of the default kind) and its jobs run."""
+    for index in range(20):
+        await pool.enqueue_job(JOB, f"job-{index}", _job_id=f"job-{index}", _queue_name=settings.queue_name)
+    starts: Counter[str] = Counter()
+    worker = counting_worker(settings, starts)
+    try:
+        await worker.main()
+        connections = worker.pool.connection_pool
+        assert connections.connection_class is HiredisPackingConnection
+        made = [*connections._available_connections, *connections._in_use_connections]
+        assert made and all(type(connection) is HiredisPackingConnection for connection in made)
+    finally:
+        await worker.close()
+    assert len(starts) == 20

@@ -16,14 +16,16 @@ import time
 from typing import Any, TypedDict
 
 import structlog
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 from arq.utils import timestamp_ms
 from arq.worker import Function, Worker
+from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from ingest.app import HiredisPackingConnection
 from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
 from workers.failures import JobHandler, notification_function
@@ -131,10 +133,28 @@ class ClaimingWorker(Worker):
     `decide`. `_CLAIM` makes the same checks and the same write, atomically for each job (not in progress,
     still queued, not deferred; then the in-progress key with arq's own timeout), for as many jobs as
     `max_jobs` leaves room for: a claim still excludes any other worker, stock arq ones included.
-    Everything after the claim is arq's own `run_job`.
+    Everything after the claim is arq's own `run_job`. The pool arq makes packs commands in C
+    (`HiredisPackingConnection`, as the receiver's): arq's ten or so commands per job and the state writes.
     """
 
     _claim: AsyncScript | None = None
+
+    async def main(self) -> None:
+        if self._pool is None:  # arq's own pool, its connections then packing commands in C
+            pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+            connections = pool.connection_pool
+            if connections.connection_class is Connection:  # plain TCP (not TLS, not a unix socket)
+                await connections.disconnect()
+                connections.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped; drops the ping's connection
+                connections.connection_class = HiredisPackingConnection
+            self._pool = pool
+        await super().main()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if self._claim is None:
