@@ -99,10 +99,15 @@ def build_job(
     return NotificationJob(notification_job_id(fields), payload, enqueue_time_ms)
 
 
+SWEEPS_PER_TIMEOUT = 8
+"""How often, per timeout, waiting requests are checked against their deadline: at most timeout / 8 late."""
+
+
 @dataclass(slots=True)
 class _Pending:
     job: NotificationJob
     answer: asyncio.Future[bool]
+    deadline: float
 
 
 class JobWriter:
@@ -116,27 +121,39 @@ class JobWriter:
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pending: list[_Pending] = []
+        self._writing: list[_Pending] = []
         self._wakeup = asyncio.Event()
+        self._stopped = False
 
     async def enqueue(self, job: NotificationJob) -> bool:
         """Wait until Redis holds this job (True) or already held it (False); else `EnqueueUnavailable`."""
+        if self._stopped:
+            raise EnqueueUnavailable("the receiver is shutting down")
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
-        self._pending.append(_Pending(job, answer))
+        # the deadline holds even while an earlier batch is stuck: `run()` sweeps waiting requests against
+        # it, which costs far less than a timer armed and cancelled per request
+        self._pending.append(_Pending(job, answer, loop.time() + self._timeout_s))
         self._wakeup.set()
-        # a timer per request, not wait_for: the deadline holds even while an earlier batch is stuck
-        deadline = loop.call_later(self._timeout_s, self._give_up, answer)
-        try:
-            return await answer
-        finally:
-            deadline.cancel()
+        return await answer
 
-    def _give_up(self, answer: asyncio.Future[bool]) -> None:
-        if not answer.done():
-            answer.set_exception(EnqueueUnavailable(f"Redis did not answer within {self._timeout_s:g} s"))
+    def _sweep(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for waiting in (self._pending, self._writing):
+            for pending in waiting:
+                if pending.deadline <= now and not pending.answer.done():
+                    pending.answer.set_exception(
+                        EnqueueUnavailable(f"Redis did not answer within {self._timeout_s:g} s")
+                    )
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._timeout_s / SWEEPS_PER_TIMEOUT)
+            self._sweep()
 
     async def run(self) -> None:
         """Drain pending jobs batch by batch until cancelled."""
+        sweeper = asyncio.create_task(self._sweep_forever(), name="cvco-enqueue-deadlines")
         try:
             while True:
                 await self._wakeup.wait()
@@ -145,7 +162,9 @@ class JobWriter:
                     batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                     await self._write(batch)
         finally:
-            for pending in self._pending:
+            self._stopped = True
+            sweeper.cancel()
+            for pending in (*self._pending, *self._writing):
                 if not pending.answer.done():
                     pending.answer.set_exception(EnqueueUnavailable("the receiver is shutting down"))
 
@@ -153,6 +172,13 @@ class JobWriter:
         live = [pending for pending in batch if not pending.answer.done()]
         if not live:
             return
+        self._writing = live
+        try:
+            await self._write_live(live)
+        finally:
+            self._writing = []
+
+    async def _write_live(self, live: list[_Pending]) -> None:
         keys: list[str] = [self._queue_name]
         args: list[bytes | int | str] = [expires_extra_ms]
         for pending in live:

@@ -138,3 +138,27 @@ async def test_two_apps_in_one_process_keep_separate_metrics(
         ).status == 200
         assert 'cvco_ipn_requests_total{outcome="ok"} 1.0' in await (await first.get("/metrics")).text()
         assert 'cvco_ipn_requests_total{outcome="ok"} 0.0' in await (await second.get("/metrics")).text()
+
+
+async def test_request_behind_a_stuck_batch_gets_503_at_its_own_deadline(
+    settings: Settings, shop: ShopConfig
+) -> None:
+    """A request queued while an earlier batch hangs on a silent Redis is refused at ITS deadline, not the
+    earlier batch's deadline plus a round trip of its own."""
+    timeout_s = 0.8
+    hung = settings.model_copy(update={"redis_timeout_s": timeout_s})
+    async with silent_redis() as url, receiver(hung.model_copy(update={"redis_url": url})) as client:
+
+        async def post(n: int) -> tuple[int, float]:
+            body = urlencode(signed(notification(vads_trans_id=f"{n:06d}"), shop))
+            started = time.monotonic()
+            response = await client.post("/ipn", data=body, headers=FORM)
+            return response.status, time.monotonic() - started
+
+        first = asyncio.create_task(post(1))
+        await asyncio.sleep(timeout_s / 2)  # the first batch is now waiting on the silent Redis
+        second_status, second_elapsed = await post(2)
+        assert (await first)[0] == 503
+    assert second_status == 503
+    # without its own deadline it would wait out the first batch, then a full timeout more (~1.5x)
+    assert timeout_s <= second_elapsed < timeout_s * 1.3
