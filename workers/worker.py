@@ -12,6 +12,7 @@ function, and add cron jobs (the session-expiry sweeper).
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any, TypedDict
 
@@ -154,6 +155,9 @@ class ClaimingWorker(Worker):
                 connections.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped; drops the ping's connection
                 connections.connection_class = HiredisPackingConnection
             self._pool = pool
+        # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
+        # the collector's sight, a full collection walks only what jobs allocate (10-30 ms each otherwise)
+        gc.freeze()
         await super().main()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
