@@ -35,6 +35,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from cli.logs import configure_logging
+from cli.worker import _NoPerJobLines  # the production worker's filter, private to its command
 from schemas.job import PROCESS_NOTIFICATION, dumps, loads, notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import notification, queued, signed
@@ -213,12 +214,15 @@ async def end_to_end(
 
 
 def _quiet_logging() -> contextlib.AbstractContextManager[object]:
-    """Production logging (JSON, one line per job) written to /dev/null: its cost counts, not its output.
+    """Production logging (JSON, one line per job, arq's per-job lines filtered out as by `cvco-ipn worker`)
+    written to /dev/null: its cost counts, not its output.
 
     Both paths are silenced: the stdlib handler (arq's lines) and structlog's own lines, which go to
     whatever `sys.stderr` is when they are written; use the result as a `with` around the measurement.
     """
     configure_logging(json=True)
+    # as `cvco-ipn worker` does: arq's per-job start/end lines are dropped (by a filter, so arq still builds them)
+    logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
     devnull = open(os.devnull, "w")  # noqa: SIM115  # lives as long as the script
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
