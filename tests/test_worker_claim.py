@@ -79,7 +79,7 @@ async def test_a_job_in_progress_elsewhere_or_deferred_is_left_alone(
 async def test_the_worker_pool_packs_commands_with_hiredis_and_still_runs_jobs(
     pool: ArqRedis, settings: Settings
 ) -> None:
-    """The worker's own pool makes C-packing connections (none left of the default kind) and its jobs run."""
+    """The worker's own pool makes C-packing connections (all but the one of arq's first ping) and its jobs run."""
     for index in range(20):
         await pool.enqueue_job(JOB, f"job-{index}", _job_id=f"job-{index}", _queue_name=settings.queue_name)
     starts: Counter[str] = Counter()
@@ -89,7 +89,8 @@ async def test_the_worker_pool_packs_commands_with_hiredis_and_still_runs_jobs(
         connections = worker.pool.connection_pool
         assert connections.connection_class is HiredisPackingConnection
         made = [*connections._available_connections, *connections._in_use_connections]
-        assert made and all(type(connection) is HiredisPackingConnection for connection in made)
+        assert sum(type(connection) is not HiredisPackingConnection for connection in made) <= 1
+        assert any(type(connection) is HiredisPackingConnection for connection in made)
     finally:
         await worker.close()
     assert len(starts) == 20

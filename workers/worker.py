@@ -151,8 +151,7 @@ class ClaimingWorker(Worker):
             )
             connections = pool.connection_pool
             if connections.connection_class is Connection:  # plain TCP (not TLS, not a unix socket)
-                await connections.disconnect()
-                connections.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped; drops the ping's connection
+                # connections made from now on; the one of create_pool's ping stays as it is
                 connections.connection_class = HiredisPackingConnection
             self._pool = pool
         # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
