@@ -35,7 +35,6 @@ from workers.sessions import SESSIONS_KEY
 
 PAYMENT_PREFIX = "cvco:payment:"
 PAYMENT_TTL_S = 120 * 86400
-GATHER_TURNS = 3
 
 # KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, then 8 per item:
 # expected version, state JSON, event JSON ('' = none), type, shop id, event id, '1' to stop watching
@@ -135,10 +134,10 @@ _Item = tuple[str, str, str, str, str, str, str, str, str]
 class StateWriter:
     """Coalesces the compare-and-sets of the jobs running at once into one EVAL per event-loop turn.
 
-    Each job `submit`s its item and awaits its own reply. The first submission starts a task that waits
-    while more items keep coming (at most `GATHER_TURNS` event-loop turns), then takes all pending items
-    and sends them in one script call, applied in order of receipt time (a conflict is answered per item, so its job
-    decides again as it would alone). A Redis error fails every item of the batch, each job retrying
+    Each job `submit`s its item and awaits its own reply. The first submission of a turn starts a task
+    that runs at the next turn, after every job that was ready in this one: it takes all pending items
+    and sends them in one script call, applied in order of receipt time (a conflict is answered per
+    item, so its job decides again as it would alone). A Redis error fails every item of the batch, each job retrying
     as after its own failed write. Batches may overlap in flight: each item is still a compare-and-set.
     """
 
@@ -153,17 +152,11 @@ class StateWriter:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Any]] = loop.create_future()
         self._pending.append((received, item, reply))
-        if self._flush is None:
+        if self._flush is None or self._flush.done():  # done: cancelled before it ran (shutdown)
             self._flush = loop.create_task(self._write())
         return await reply
 
     async def _write(self) -> None:
-        seen = 0
-        for _ in range(GATHER_TURNS):
-            if len(self._pending) == seen:
-                break
-            seen = len(self._pending)
-            await asyncio.sleep(0)
         pending, self._pending, self._flush = self._pending, [], None
         pending.sort(key=lambda entry: entry[0])  # stable: same time, submission order
         batch = [(item, reply) for _, item, reply in pending]
