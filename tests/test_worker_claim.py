@@ -13,7 +13,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import func
 from redis.asyncio import Redis
 
-from ingest.app import HiredisPackingConnection
+from ingest.redis_connection import HiredisPackingConnection
 from schemas.settings import Settings
 from workers.worker import ClaimingWorker, build_worker
 

@@ -26,7 +26,7 @@ from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from ingest.app import HiredisPackingConnection
+from ingest.redis_connection import HiredisPackingConnection
 from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
 from workers.failures import JobHandler, notification_function
