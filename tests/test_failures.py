@@ -114,6 +114,27 @@ async def test_permanent_error_is_parked_at_once_without_retry(pool: ArqRedis, s
     assert job_schema.loads(entry.payload.encode()) == PAYLOAD
 
 
+async def test_a_job_whose_tries_all_died_with_their_worker_is_parked_not_run_again(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """arq counted max_tries starts that never finished (each killed its worker): the next start parks it
+    instead of running it again, so arq never drops it silently at its own limit."""
+    calls: list[int] = []
+
+    async def handler(ctx: dict[str, Any], payload: Any) -> None:
+        calls.append(ctx["job_try"])
+
+    await enqueue(pool, settings, "ipn:poison")
+    await pool.set(
+        "arq:retry:ipn:poison", settings.max_tries
+    )  # arq's try counter, as the killed tries left it
+    await run_burst(pool, settings, handler)
+    assert calls == []
+    entry = await failed_store.get(pool, "ipn:poison")
+    assert entry is not None and entry.error_class == "WorkerDied"
+    assert entry.tries == settings.max_tries + 1
+
+
 async def test_unexpected_bug_is_parked_with_its_traceback(pool: ArqRedis, settings: Settings) -> None:
     """A bug (KeyError) is not retried and not lost: parked with the traceback naming where it happened."""
 

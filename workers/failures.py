@@ -6,7 +6,9 @@ key expires, so a notification the platform will never resend would be lost. The
 - transient errors (`TRANSIENT_ERRORS`: Redis, network, timeouts) are retried with exponential backoff
   and jitter while `job_try < settings.max_tries`, then parked;
 - permanent errors (`PermanentError`, a payload failing validation) are parked at once;
-- anything else is a bug: parked at once with its traceback, never lost.
+- anything else is a bug: parked at once with its traceback, never lost;
+- a job whose tries all died with their worker (killed mid-job) is parked once past max_tries, where
+  arq would otherwise drop it after its own limit with nothing but an expiring result key.
 
 A parked job completes normally (arq does not retry it) and raises a `job_parked` alert. A replayed job
 (`replay:<failed id>:<n>`) that succeeds removes its entry from the failed-job store.
@@ -39,6 +41,11 @@ PARK_MARGIN_S = 5
 ARQ_EXTRA_TRIES = 10
 """arq ends a job past its max_tries without calling it; the slack lets the wrapper park it instead
 (a worker killed mid-job makes arq count a try the wrapper never saw end)."""
+
+
+class WorkerDied(PermanentError):
+    """A job whose tries keep killing their worker (a poison notification): parked, not tried again."""
+
 
 JobHandler = Callable[[dict[str, Any], Any], Awaitable[Any]]
 OutcomeHook = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -142,6 +149,11 @@ def with_failure_policy(
         settings: Settings = ctx["settings"]
         job_try = int(ctx["job_try"])
         failed_id = failed_store.failed_id_for_job(str(ctx["job_id"]))
+        if job_try > settings.max_tries:
+            # every earlier try ended without reaching this wrapper's verdict: its worker died mid-job
+            died = WorkerDied(f"{job_try - 1} tries ended with no result: the worker died each time")
+            await park_job(ctx, settings, payload, died, failed_id)
+            return None
         try:
             async with asyncio.timeout(settings.job_timeout_s):
                 result = await handler(ctx, payload)
