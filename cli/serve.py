@@ -16,7 +16,13 @@ from schemas.settings import load_settings
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
-    parser = commands.add_parser("serve", help="run the notification receiver (POST /ipn)")
+    parser = commands.add_parser(
+        "serve",
+        help="run the notification receiver (POST /ipn)",
+        description="Run the notification receiver: POST /ipn answers 200 once the notification is queued "
+        "in Redis; also /healthz, /readyz, /metrics, and POST /forms when CVCO_API_TOKEN is set. "
+        "Needs CVCO_SHOPS.",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104  # a server listens on all interfaces by default, per the contract
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.set_defaults(handler=run)
