@@ -19,7 +19,6 @@ from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
 from ingest.forensics import FORENSICS_STREAM
-from schemas.notification import parse_notification
 from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
@@ -50,17 +49,15 @@ async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> No
         return
     redis: Redis = ctx["redis"]
     key = str(result["payment_key"])
-    note = parse_notification(payload["fields"])
-    state = await load_payment(redis, key)
+    state = await load_payment(redis, key)  # the amounts and phase the mail reports
     if state is None:
         return
-    summary = notification_summary(note.fields)
-    late = state.session_expired and state.phase in ("accepted", "captured", "partial")
-    if late and await _first_time(redis, "late_acceptance", key):
+    summary = notification_summary(payload["fields"])
+    if ACCEPTED_AFTER_EXPIRY in flags and await _first_time(redis, "late_acceptance", key):
         await record_alert(
             redis, ctx["settings"], _late_acceptance(state.shop_id, key, str(state.phase), summary)
         )
-    if state.phase == "partial" and await _first_time(redis, "cascade_partial", key):
+    if CASCADE_PARTIAL in flags and await _first_time(redis, "cascade_partial", key):
         await record_alert(redis, ctx["settings"], _partial(state.shop_id, key, state, summary))
 
 
