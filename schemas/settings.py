@@ -138,10 +138,6 @@ class Settings(BaseSettings):
         return value
 
 
-class ConfigError(Exception):
-    """A configuration value is unusable; the message is one line naming the variable."""
-
-
 def describe_validation_error(error: ValidationError, prefix: str = "CVCO_") -> str:
     """One line: the first broken variable, by its environment name, and why."""
     first = error.errors()[0]

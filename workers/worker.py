@@ -2,12 +2,11 @@
 
 `worker_options(settings)` returns the flat keyword arguments of `arq.worker.Worker` (arq ignores
 inherited class attributes, so there is no base class to subclass); `build_worker(settings, **overrides)`
-makes the worker, a `ClaimingWorker` (arq's, with a one-round-trip job claim); `worker_settings_class`
-gives a flat `WorkerSettings` class for `arq` itself (whose CLI runs the stock `Worker`: same jobs, same
-rules, three more round trips per job).
+makes the worker, a `ClaimingWorker` (arq's, with a one-round-trip job claim). Stock arq workers stay
+compatible on the same queue.
 
-Failure handling (engineer E) plugs in at the two marked places in `worker_options`: wrap the job
-function, and add cron jobs (the session-expiry sweeper).
+`worker_options` wraps the job in the retry-or-park policy (workers/failures.py) and adds the cron jobs
+of workers/watch.py (session-expiry sweep, alert sender, signature-burst and queue-age checks).
 """
 
 from __future__ import annotations
@@ -187,10 +186,10 @@ class ClaimingWorker(Worker):
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...)."""
-    # --- failure handling (engineer E): retry transient errors, park the rest, alert on outcomes ---
+    # retry transient errors, park the rest, alert on outcomes
     handler: JobHandler = process_notification  # type: ignore[assignment]  # arq's protocol types ctx as dict
     functions: list[Function] = [notification_function(handler, settings, on_outcome=alert_on_outcome)]
-    # --- scheduled jobs (engineer E): session-expiry sweep, alert sender, signature-burst and queue-age checks
+    # session-expiry sweep, alert sender, signature-burst and queue-age checks
     cron_jobs: list[CronJob] = scheduled_jobs(settings)
     options: dict[str, Any] = {
         "functions": functions,
@@ -218,8 +217,3 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     """An arq `Worker` for this deployment (tests: `build_worker(s, burst=True, poll_delay=0, ...)`)."""
     return ClaimingWorker(**worker_options(settings, **overrides))
-
-
-def worker_settings_class(settings: Settings) -> type:
-    """A flat `WorkerSettings` class (arq reads only a class's own attributes), for arq's own tooling."""
-    return type("WorkerSettings", (), worker_options(settings))
