@@ -9,13 +9,15 @@ a quarter of its time per request. The stdlib's records (arq, aiohttp) get the s
 renders are written together, by one write at the start of the next turn (or at once when 256 are waiting,
 outside an event loop, and at exit), instead of one write and flush per line. The cost: a `kill -9` may
 lose the lines of the last loop turn. Never a notification: a notification is answered only after Redis
-holds its job, whatever becomes of its log line.
+holds its job, whatever becomes of its log line. Its JSON lines also go through one processor,
+`_JsonLine`, instead of the chain of six: the same keys, at about two thirds of the cost per line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import json as stdlib_json
 import logging
 import sys
@@ -25,6 +27,7 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 
 
 def _write_to_stderr(data: bytes) -> None:
@@ -138,6 +141,34 @@ def _dumps(value: Any, **kwargs: Any) -> bytes:
         return stdlib_json.dumps(value, **kwargs).encode("utf-8")
 
 
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}
+"""`add_log_level`'s renames; every other method name is its level."""
+
+
+class _JsonLine:
+    """The shared processors, `format_exc_info` and the JSON renderer in one call, for the hot path.
+
+    Same keys and values as the chain: context variables merged under the event's own keys, `level`,
+    `logger`, `timestamp`, the formatted exception if any; rendered to bytes by orjson.
+    """
+
+    def __init__(self) -> None:
+        self._stamper = _UtcTimeStamper()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> bytes:
+        # one pass over (variable, value) pairs: merge_contextvars looks each value up a second time
+        for variable, value in contextvars.copy_context().items():
+            name = variable.name
+            if value is not Ellipsis and name.startswith(STRUCTLOG_KEY_PREFIX):
+                event_dict.setdefault(name[STRUCTLOG_KEY_PREFIX_LEN:], value)
+        event_dict["level"] = _LEVEL_NAMES.get(method_name, method_name)
+        event_dict["logger"] = logger.name
+        event_dict["timestamp"] = self._stamper.text(time.time_ns() // 1000)
+        if "exc_info" in event_dict:
+            event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+        return _dumps(event_dict)
+
+
 def _dumps_text(value: Any, **kwargs: Any) -> str:
     """The same, as str: the stdlib formatter must return one."""
     return _dumps(value, **kwargs).decode("utf-8")
@@ -156,12 +187,13 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, buffered
         _UtcTimeStamper(),
     ]
     console = structlog.dev.ConsoleRenderer(colors=False)
+    processors: list[structlog.types.Processor] = [
+        *shared,
+        structlog.processors.format_exc_info,
+        structlog.processors.JSONRenderer(serializer=_dumps) if as_json else console,
+    ]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps) if as_json else console,
-        ],
+        processors=[_JsonLine()] if buffered and as_json else processors,
         logger_factory=BufferedStderrLogger if buffered else StderrLogger,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +38,11 @@ _INTERNAL_ERROR: tuple[int, Outcome, str] = (500, "unavailable", "internal error
 # a lazy proxy: it binds on first use, after the entry point (or a test) has configured structlog
 log = structlog.get_logger(__name__)
 
+# request ids: 64 random bits per process, then a counter, as 32 hex digits (the length of uuid4().hex);
+# unique without a getrandom call per request
+_REQUEST_ID_PREFIX = os.urandom(8).hex()
+_request_numbers = itertools.count()
+
 
 def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
     """Status, outcome and one-line reason for a refusal a handler raised; None for a bug."""
@@ -59,40 +65,41 @@ def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
 async def answer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind correlation ids, run the handler, map refusals to one-line answers, count and log the request."""
     started = time.perf_counter()
-    settings = request.app[SETTINGS]
+    app = request.app
     context = RequestContext(
-        # 128 random bits as 32 hex digits, like uuid4().hex without the cost of building a UUID
-        request_id=os.urandom(16).hex(),
+        request_id=f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}",
         client_ip=client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
+            request.remote, request.headers.get("X-Forwarded-For"), app[SETTINGS].trusted_proxies
         ),
         received_at=datetime.now(UTC),
     )
     request[CONTEXT] = context
-    # aiohttp runs each request in a task of its own, on a copy of the connection's context: nothing bound
-    # here outlives the request, so there is no previous request's context to clear
+    # for any line logged while the request runs; aiohttp runs each request in a task of its own, on a
+    # copy of the connection's context: nothing bound here outlives the request, nothing needs clearing
     structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
     try:
         response = await handler(request)
     except Exception as error:  # the one place where every failure becomes an HTTP answer
         refusal = _refusal(error)
         if refusal is None:
-            log.exception("request_failed", method=request.method, path=request.path)
+            log.exception("request_failed", method=request.method, path=request.path, **context.notification)
             refusal = _INTERNAL_ERROR
         status, context.outcome, reason = refusal
         response = web.Response(status=status, text=reason)
     response.headers["X-Request-Id"] = context.request_id
     latency_s = time.perf_counter() - started
-    is_ipn = request.path == IPN_PATH and request.method == "POST"
+    method, path = request.method, request.path
+    is_ipn = path == IPN_PATH and method == "POST"
     if is_ipn and context.outcome is not None:
-        request.app[METRICS].count_request(context.outcome, latency_s)
+        app[METRICS].count_request(context.outcome, latency_s)
     (log.info if is_ipn else log.debug)(
         "request",
-        method=request.method,
-        path=request.path,
+        method=method,
+        path=path,
         status=response.status,
         outcome=context.outcome,
         latency_ms=round(latency_s * 1000, 2),
+        **context.notification,
     )
     return response
 
