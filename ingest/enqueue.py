@@ -5,11 +5,16 @@ queue with score = enqueue time in ms, skipped when the job or its result alread
 script, so the check and the write are atomic in one round trip instead of WATCH/EXISTS/MULTI/EXEC.
 Requests arriving together share that round trip: a single task drains the pending jobs, writes them with
 one script call, and answers each request only once Redis has acknowledged its own job.
+
+That task talks to Redis over a connection of its own, with EVALSHA, and bounds each call with one
+`asyncio.timeout`: through the client's pool, every batch paid for a pool lock, a readiness poll of the
+socket and a task per send (redis-py's `wait_for` around each write), about 20 us of CPU a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +25,7 @@ import orjson
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
@@ -44,6 +49,7 @@ for i = 1, (#KEYS - 1) / 2 do
 end
 return written
 """
+ENQUEUE_SCRIPT_SHA = hashlib.sha1(ENQUEUE_SCRIPT.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
 class EnqueueUnavailable(Exception):
@@ -117,7 +123,10 @@ class JobWriter:
     """
 
     def __init__(self, redis: Redis, queue_name: str, timeout_s: float) -> None:
-        self._redis = redis
+        pool = redis.connection_pool
+        # the client's own connection settings (address, database, credentials, packing), without its
+        # per-command socket timeout: `_call_script` bounds the whole exchange with one timeout instead
+        self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pending: list[_Pending] = []
@@ -167,6 +176,7 @@ class JobWriter:
             for pending in (*self._pending, *self._writing):
                 if not pending.answer.done():
                     pending.answer.set_exception(EnqueueUnavailable("the receiver is shutting down"))
+            await self._connection.disconnect()
 
     async def _write(self, batch: list[_Pending]) -> None:
         live = [pending for pending in batch if not pending.answer.done()]
@@ -186,10 +196,7 @@ class JobWriter:
             keys += (job_key_prefix + job.job_id, result_key_prefix + job.job_id)
             args += (job.job_id, job.payload, job.enqueue_time_ms)
         try:
-            script_call = self._redis.execute_command(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                "EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args
-            )
-            written = await asyncio.wait_for(script_call, self._timeout_s)
+            written = await self._call_script(keys, args)
         except (RedisError, OSError, TimeoutError) as e:
             for pending in live:
                 if not pending.answer.done():
@@ -198,3 +205,20 @@ class JobWriter:
         for pending, was_written in zip(live, written, strict=True):
             if not pending.answer.done():
                 pending.answer.set_result(bool(was_written))
+
+    async def _call_script(self, keys: list[str], args: list[bytes | int | str]) -> list[int]:
+        """The script's answer for these keys and arguments, within the timeout.
+
+        A connection cut short by the timeout or an error is closed by redis-py (its reply may still
+        come) and opened again by the next call.
+        """
+        connection = self._connection
+        async with asyncio.timeout(self._timeout_s):
+            await connection.send_command("EVALSHA", ENQUEUE_SCRIPT_SHA, len(keys), *keys, *args)
+            try:
+                written: list[int] = await connection.read_response()
+            except NoScriptError:
+                # a restarted or flushed Redis forgot the script: send it whole, which caches it again
+                await connection.send_command("EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args)
+                written = await connection.read_response()
+        return written

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,6 +18,7 @@ from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 from structlog.testing import LogCapture
 
+from ingest import enqueue
 from ingest.app import create_app
 from ingest.signature import sign_fields
 from schemas import job as job_schema
@@ -129,6 +131,20 @@ async def test_same_body_twice_gives_one_job_and_two_oks(
     assert "cvco_ipn_enqueued_total 1.0" in metrics
     assert "cvco_ipn_duplicates_total 1.0" in metrics
     assert 'cvco_ipn_requests_total{outcome="duplicate"} 1.0' in metrics
+
+
+async def test_a_redis_that_forgot_the_enqueue_script_still_gets_the_job(
+    settings: Settings, shop: ShopConfig, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EVALSHA answered NOSCRIPT (as after a Redis restart or SCRIPT FLUSH): the script goes whole, 200."""
+    monkeypatch.setattr(enqueue, "ENQUEUE_SCRIPT_SHA", "0" * 40)  # a script no Redis holds
+    fields = signed(notification(), shop)
+    async with receiver(settings) as client:
+        for _ in range(2):  # the connection stays usable after the refused EVALSHA
+            response = await client.post("/ipn", data=urlencode(fields), headers=FORM)
+            assert (response.status, await response.text()) == (200, "OK")
+    await stored_job(redis, fields)
+    assert await redis.zcard(settings.queue_name) == 1
 
 
 async def test_notification_whose_result_is_kept_is_not_queued_again(
