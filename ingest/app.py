@@ -27,7 +27,7 @@ from ingest.metrics import Outcome, ReceiverMetrics
 from ingest.network import client_address
 from ingest.redis_connection import HiredisPackingConnection
 from ingest.rejections import Rejected
-from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS, RequestContext
+from ingest.state import CONTEXT, JOB_WRITER, LOG, METRICS, REDIS, SETTINGS, RequestContext
 from schemas.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -35,7 +35,8 @@ IPN_PATH = "/ipn"
 
 _INTERNAL_ERROR: tuple[int, Outcome, str] = (500, "unavailable", "internal error")
 
-# a lazy proxy: it binds on first use, after the entry point (or a test) has configured structlog
+# a lazy proxy: it binds on first use, after the entry point (or a test) has configured structlog; the
+# per-request summary line uses `app[LOG]`, bound from it when the app is made (also after configuration)
 log = structlog.get_logger(__name__)
 
 # request ids: 64 random bits per process, then a counter, as 32 hex digits (the length of uuid4().hex);
@@ -92,7 +93,8 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     is_ipn = path == IPN_PATH and method == "POST"
     if is_ipn and context.outcome is not None:
         app[METRICS].count_request(context.outcome, latency_s)
-    (log.info if is_ipn else log.debug)(
+    summary_log = app[LOG]
+    (summary_log.info if is_ipn else summary_log.debug)(
         "request",
         method=method,
         path=path,
@@ -134,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_middleware])
     app[SETTINGS] = settings
     app[METRICS] = ReceiverMetrics()
+    app[LOG] = log.bind()
     app.cleanup_ctx.append(_redis_client)
     app.cleanup_ctx.append(_job_writer)
     app.router.add_post(IPN_PATH, handlers.receive_notification)
