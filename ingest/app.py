@@ -67,6 +67,8 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Bind correlation ids, run the handler, map refusals to one-line answers, count and log the request."""
     started = time.perf_counter()
     app = request.app
+    method, path = request.method, request.path
+    is_ipn = path == IPN_PATH and method == "POST"
     context = RequestContext(
         request_id=f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}",
         client_ip=client_address(
@@ -75,22 +77,22 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
         received_at=datetime.now(UTC),
     )
     request[CONTEXT] = context
-    # for any line logged while the request runs; aiohttp runs each request in a task of its own, on a
-    # copy of the connection's context: nothing bound here outlives the request, nothing needs clearing
-    structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
+    if not is_ipn:
+        # for whatever the other routes log; `POST /ipn`, the hot path, names its ids on its own lines (the
+        # summary, request_failed, forensics_not_kept) instead. aiohttp runs each request in a task of its
+        # own, on a copy of the connection's context: nothing bound here outlives the request
+        structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
     try:
         response = await handler(request)
     except Exception as error:  # the one place where every failure becomes an HTTP answer
         refusal = _refusal(error)
         if refusal is None:
-            log.exception("request_failed", method=request.method, path=request.path, **context.notification)
+            log.exception("request_failed", method=method, path=path, **context.log_ids)
             refusal = _INTERNAL_ERROR
         status, context.outcome, reason = refusal
         response = web.Response(status=status, text=reason)
     response.headers["X-Request-Id"] = context.request_id
     latency_s = time.perf_counter() - started
-    method, path = request.method, request.path
-    is_ipn = path == IPN_PATH and method == "POST"
     if is_ipn and context.outcome is not None:
         app[METRICS].count_request(context.outcome, latency_s)
     summary_log = app[LOG]
@@ -101,7 +103,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
         status=response.status,
         outcome=context.outcome,
         latency_ms=round(latency_s * 1000, 2),
-        **context.notification,
+        **context.log_ids,
     )
     return response
 

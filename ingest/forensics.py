@@ -51,6 +51,12 @@ async def keep_signature_failure(
             pipe.xtrim(FORENSICS_STREAM, minid=f"{oldest_kept_ms}-0", approximate=True)
             await asyncio.wait_for(pipe.execute(), timeout_s)
     except (RedisError, OSError, TimeoutError) as e:
-        log.warning("forensics_not_kept", reason=type(e).__name__, shop_id=shop_id)
+        log.warning(
+            "forensics_not_kept",
+            reason=type(e).__name__,
+            request_id=request_id,
+            client_ip=client_ip,
+            shop_id=shop_id,
+        )
         return False
     return True

@@ -50,12 +50,12 @@ async def receive_notification(request: web.Request) -> web.Response:
         raise Rejected(400, "bad_request", "not a notification: no signature field")
     if shop_id is None:
         raise Rejected(400, "bad_request", "not a notification: no vads_site_id field")
-    context.notification = {
-        "shop_id": shop_id,
-        "order_id": fields.get("vads_order_id"),
-        "trans_uuid": fields.get("vads_trans_uuid"),
-        "trans_id": fields.get("vads_trans_id"),
-    }
+    context.log_ids.update(
+        shop_id=shop_id,
+        order_id=fields.get("vads_order_id"),
+        trans_uuid=fields.get("vads_trans_uuid"),
+        trans_id=fields.get("vads_trans_id"),
+    )
     shop = settings.shops.get(shop_id)
     if shop is None:
         raise Rejected(403, "forbidden", "unknown vads_site_id")

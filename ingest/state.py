@@ -18,15 +18,18 @@ from schemas.settings import Settings
 class RequestContext:
     """Who sent the request, when, under which id, and how it ended (for the summary line and metrics).
 
-    `notification` holds the notification's own ids (shop, order, transaction) once its body is parsed:
-    the summary line names them explicitly, cheaper than binding four more context variables.
+    `log_ids` are the correlation ids its log lines name explicitly (cheaper than context variables):
+    the request's own, then the notification's (shop, order, transaction) once its body is parsed.
     """
 
     request_id: str
     client_ip: str
     received_at: datetime
     outcome: Outcome | None = None
-    notification: dict[str, str | None] = field(default_factory=dict)
+    log_ids: dict[str, str | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_ids = {"request_id": self.request_id, "client_ip": self.client_ip}
 
 
 SETTINGS = web.AppKey("settings", Settings)
