@@ -12,6 +12,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 PROCESS_NOTIFICATION = "process_notification"
@@ -41,10 +42,18 @@ def notification_job_id(fields: Mapping[str, str]) -> str:
 
 
 def dumps(value: Any) -> bytes:
-    """arq's job serializer: compact JSON."""
-    return json.dumps(value, separators=(",", ":"), default=str).encode("utf-8")
+    """arq's job serializer: compact JSON, by orjson (the stdlib for what orjson refuses, such as an
+    integer over 64 bits). Every job and result of the worker goes through it: orjson takes a tenth of the time."""
+    try:
+        return orjson.dumps(value, default=str)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), default=str).encode("utf-8")
 
 
 def loads(data: bytes) -> Any:
-    """arq's job deserializer."""
-    return json.loads(data)
+    """arq's job deserializer: orjson, or the stdlib for what orjson refuses (a lone surrogate escape,
+    which the stdlib writes): a job arq cannot read would be dropped before any retry-or-park policy."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)

@@ -10,7 +10,6 @@ the same transaction is not.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.event import PaymentEvent
@@ -86,7 +86,7 @@ class PaymentState(BaseModel):
             sorted((slot, tx.status) for slot, tx in self.legs.items()),
             sorted((slot, tx.status) for slot, tx in self.refunds.items()),
         ]
-        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+        return hashlib.sha256(orjson.dumps(content)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def notification_fingerprint(note: Notification) -> str:
         note.effective_amount if note.effective_amount is not None else note.amount,
         sorted((leg.trans_uuid.lower(), leg.trans_status, leg.amount) for leg in legs),
     ]
-    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+    return hashlib.sha256(orjson.dumps(content)).hexdigest()
 
 
 _PRODUCT = re.compile(r"vads_product_([a-z_]+?)(\d+)")

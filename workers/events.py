@@ -10,10 +10,11 @@ them equal), without validating again what the payment state already validated.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from workers.auth_codes import SESSION_EXPIRED, auth_message
 
@@ -78,12 +79,9 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def event_json(event: dict[str, Any]) -> str:
     """The event as published: compact JSON, non-ASCII as is (pydantic's `model_dump_json` form)."""
-    return _ENCODER.encode(event)
+    return orjson.dumps(event).decode("utf-8")
 
 
 def build_event(
