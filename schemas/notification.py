@@ -110,7 +110,8 @@ class Notification(BaseModel):
 
 def payment_key(site_id: str, mode: str, trans_date: datetime, trans_id: str) -> str:
     """The identity of a payment: the platform keeps `trans_id` unique per shop per UTC day, ignoring case."""
-    return f"{site_id}:{mode}:{trans_date.astimezone(UTC):%Y%m%d}:{trans_id.lower()}"
+    day = trans_date.astimezone(UTC)  # by hand: strftime costs three times as much
+    return f"{site_id}:{mode}:{day.year:04d}{day.month:02d}{day.day:02d}:{trans_id.lower()}"
 
 
 def _optional(fields: Mapping[str, str], name: str) -> str | None:
