@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(load_settings())
     settings = load_settings(require_shops=True)
-    configure_logging()
+    # one write per event-loop turn, as the receiver: a kill -9 may lose that turn's lines, never a job
+    configure_logging(buffered=True)
     logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
     # arq takes the current loop when built: make it uvloop's, as the receiver does
     loop = uvloop.new_event_loop()

@@ -220,7 +220,7 @@ def _quiet_logging() -> contextlib.AbstractContextManager[object]:
     Both paths are silenced: the stdlib handler (arq's lines) and structlog's own lines, which go to
     whatever `sys.stderr` is when they are written; use the result as a `with` around the measurement.
     """
-    configure_logging(json=True)
+    configure_logging(json=True, buffered=True)
     # as `cvco-ipn worker` does: arq's per-job start/end lines are dropped (by a filter, so arq still builds them)
     logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
     devnull = open(os.devnull, "w")  # noqa: SIM115  # lives as long as the script
