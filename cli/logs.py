@@ -10,7 +10,9 @@ renders are written together, by one write at the start of the next turn (or at 
 outside an event loop, and at exit), instead of one write and flush per line. The cost: a `kill -9` may
 lose the lines of the last loop turn. Never a notification: a notification is answered only after Redis
 holds its job, whatever becomes of its log line. Its JSON lines also go through one processor,
-`_JsonLine`, instead of the chain of six: the same keys, at about two thirds of the cost per line.
+`_JsonLine`, instead of the chain of six, and its `info` calls hand their keys to it directly instead
+of through structlog's generic dispatch (which repacks the keys into new dicts three times): the same
+line, at about 40 % of the instructions.
 """
 
 from __future__ import annotations
@@ -169,6 +171,27 @@ class _JsonLine:
         return _dumps(event_dict)
 
 
+def _buffered_json_wrapper(min_level: int) -> type[structlog.typing.FilteringBoundLogger]:
+    """structlog's filtering logger class, whose `info` calls `_JsonLine` directly when it is the chain.
+
+    Same event dict as structlog builds (bound context, then the call's keys, then `event`); any other
+    chain (a test capturing lines, say) or %-style arguments take structlog's own path.
+    """
+    base = structlog.make_filtering_bound_logger(min_level)
+    if min_level > logging.INFO:
+        return base  # info lines are dropped anyway
+
+    def info(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+        processors = self._processors
+        if args or len(processors) != 1 or not isinstance(processors[0], _JsonLine):
+            return base.info(self, event, *args, **kw)
+        event_dict = {**self._context, **kw} if self._context else kw
+        event_dict["event"] = event
+        return self._logger.info(processors[0](self._logger, "info", event_dict))
+
+    return type("BufferedJsonBoundLogger", (base,), {"info": info})
+
+
 def _dumps_text(value: Any, **kwargs: Any) -> str:
     """The same, as str: the stdlib formatter must return one."""
     return _dumps(value, **kwargs).decode("utf-8")
@@ -192,10 +215,12 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, buffered
         structlog.processors.format_exc_info,
         structlog.processors.JSONRenderer(serializer=_dumps) if as_json else console,
     ]
+    hot = buffered and as_json
+    make_wrapper = _buffered_json_wrapper if hot else structlog.make_filtering_bound_logger
     structlog.configure(
-        processors=[_JsonLine()] if buffered and as_json else processors,
+        processors=[_JsonLine()] if hot else processors,
         logger_factory=BufferedStderrLogger if buffered else StderrLogger,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        wrapper_class=make_wrapper(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
     foreign_renderer: structlog.types.Processor = (
