@@ -8,15 +8,16 @@ import email.policy
 from email.message import Message
 from typing import Any
 
+import pytest
 from aiosmtpd.smtp import Envelope
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from schemas.notification import InvalidNotification
 from schemas.settings import Settings
-from tests.conftest import SmtpServer, free_port
+from tests.conftest import SmtpServer, free_port, silent_server
 from workers import failed_store
-from workers.alerts import OUTBOX, Alert, AlertKind, deliver_alerts, record_alert
+from workers.alerts import OUTBOX, SENDER_LEASE, SENDING, Alert, AlertKind, deliver_alerts, record_alert
 from workers.failures import park_job
 
 FIELDS = {
@@ -138,3 +139,47 @@ async def test_without_smtp_url_alerts_are_logged_only(redis: Redis, settings: S
     await park(redis, settings, "ipn:no-mail")
     assert await redis.llen(OUTBOX) == 0  # type: ignore[misc]  # async client
     assert await deliver_alerts(redis, settings) == 0
+
+
+async def test_an_alert_left_by_a_sender_killed_mid_send_is_mailed_by_the_next(
+    redis: Redis, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """A sender killed between taking an alert and mailing it leaves it in `sending` and its lease behind:
+    nobody sends while the lease lasts; then the next sender mails it first, and nothing stays behind."""
+    settings = mail_settings(settings, smtp_server.url)
+    await park(redis, settings, "ipn:orphan")
+    # what the killed sender did before dying: took the lease (here a short one) and the alert
+    await redis.set(SENDER_LEASE, "dead-sender", px=300)
+    assert await redis.lmove(OUTBOX, SENDING, "RIGHT", "LEFT") is not None
+    assert await deliver_alerts(redis, settings) == 0
+    assert await redis.llen(SENDING) == 1  # type: ignore[misc]  # async client
+    await asyncio.sleep(0.4)
+    assert await deliver_alerts(redis, settings) == 1
+    assert "cvco-ipn replay ipn:orphan" in body(smtp_server.mailbox.messages[0])
+    assert await redis.llen(SENDING) == 0  # type: ignore[misc]  # async client
+    assert await redis.llen(OUTBOX) == 0  # type: ignore[misc]  # async client
+    assert await redis.exists(SENDER_LEASE) == 0
+
+
+async def test_a_summary_cut_short_mid_send_keeps_its_count_for_the_next_sender(
+    redis: Redis, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """The sender is cancelled (as at its cron's timeout) while an SMTP server that never answers holds
+    its summary mail: the folded count and the latest alert stay, and the next run mails them."""
+    settings = mail_settings(settings, smtp_server.url, window_s=1)
+    for n in range(3):
+        await park(redis, settings, f"ipn:fold-{n}")
+    assert await deliver_alerts(redis, settings) == 1
+    await asyncio.sleep(1.2)
+    async with silent_server() as port:
+        hung = mail_settings(settings, f"smtp://127.0.0.1:{port}", window_s=1)
+        sender = asyncio.create_task(deliver_alerts(redis, hung))
+        await asyncio.sleep(0.3)
+        sender.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sender
+    assert await redis.exists(SENDER_LEASE) == 0
+    assert await deliver_alerts(redis, settings) == 1
+    summary = body(smtp_server.mailbox.messages[1])
+    assert "2 alertes de ce type regroupées" in summary
+    assert "cvco-ipn replay ipn:fold-2" in summary

@@ -2,7 +2,8 @@
 
 A job never talks to SMTP: `record_alert` logs the alert and pushes it on the list `cvco:alerts:outbox`;
 the `deliver_alerts` cron mails it. An SMTP outage therefore never slows or fails notification
-processing: the mail stays in the outbox and goes out on a later run.
+processing: the mail stays in the outbox and goes out on a later run. A sender killed while mailing
+loses nothing either: the alert it holds waits in `cvco:alerts:sending` for the next sender.
 
 At most one mail per alert kind and shop per `settings.alert_window_s`: the first alert of a window is
 mailed and opens the window (`cvco:alerts:window:<kind>:<shop>`, expiring); the next ones are counted in
@@ -13,6 +14,7 @@ count goes out in one summary mail with the latest folded alert, so nothing is s
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -25,6 +27,9 @@ from workers.mailer import MAIL_ERRORS, mail_enabled, send_mail
 
 OUTBOX = "cvco:alerts:outbox"
 OUTBOX_MAX = 10_000
+SENDING = "cvco:alerts:sending"
+SENDER_LEASE = "cvco:alerts:sender"
+SENDER_LEASE_S = 60.0
 WINDOW_PREFIX = "cvco:alerts:window:"
 FOLDED = "cvco:alerts:folded"
 FOLDED_LAST = "cvco:alerts:folded:last"
@@ -114,24 +119,33 @@ async def record_alert(redis: Redis, settings: Settings, alert: Alert) -> None:
         await pipe.execute()
 
 
-async def _take_folded(redis: Redis, group: str) -> tuple[int, str | None]:
+# KEYS: the folded counts, the latest folded alerts. ARGV: the group, the count just mailed. Alerts folded
+# in while the mail went out stay counted (and their latest kept) for the next summary.
+_SETTLE_FOLDED = """
+local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
+if left <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return left
+"""
+# KEYS: the sender lease. ARGV: this sender's token. Released only by the sender that holds it.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+async def _peek_folded(redis: Redis, group: str) -> tuple[int, str | None]:
+    """How many alerts of this group were folded since its last mail, and the latest of them."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hget(FOLDED, group)
         pipe.hget(FOLDED_LAST, group)
-        pipe.hdel(FOLDED, group)
-        pipe.hdel(FOLDED_LAST, group)
-        count, last, _, _ = await pipe.execute()
+        count, last = await pipe.execute()
     return int(count or 0), last.decode() if last else None
 
 
-async def _give_back(redis: Redis, group: str, folded: int, last: str | None) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(WINDOW_PREFIX + group)
-        if folded:
-            pipe.hincrby(FOLDED, group, folded)
-        if last is not None:
-            pipe.hsetnx(FOLDED_LAST, group, last)
-        await pipe.execute()
+async def _settle_folded(redis: Redis, group: str, mailed: int) -> None:
+    """The `mailed` folded alerts went out: forget them (only those: later folds wait for the next mail)."""
+    if mailed:
+        await redis.eval(_SETTLE_FOLDED, 2, FOLDED, FOLDED_LAST, group, str(mailed))  # type: ignore[misc]  # async client
 
 
 async def _open_window(redis: Redis, settings: Settings, group: str) -> bool:
@@ -157,56 +171,92 @@ async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
         group = raw_group.decode()
         if not await _open_window(redis, settings, group):
             continue
-        folded, last = await _take_folded(redis, group)
+        folded, last = await _peek_folded(redis, group)
         if not folded or last is None:
             continue
-        if not await _mail(settings, Alert.model_validate_json(last), folded):
-            await _give_back(redis, group, folded, last)
+        try:
+            mailed = await _mail(settings, Alert.model_validate_json(last), folded)
+        except asyncio.CancelledError:
+            await asyncio.shield(redis.delete(WINDOW_PREFIX + group))
+            raise
+        if not mailed:
+            await redis.delete(WINDOW_PREFIX + group)  # the summary is tried again at the next run
             return sent, False
+        await _settle_folded(redis, group, folded)
         sent += 1
     return sent, True
 
 
-async def _requeue(redis: Redis, group: str, folded: int, raw: bytes) -> None:
-    await _give_back(redis, group, folded, None)
-    await redis.rpush(OUTBOX, raw)  # type: ignore[misc]  # back at the tail: first out next time
+async def _put_back(redis: Redis, group: str, raw: str) -> None:
+    """An alert not mailed: back at the outbox's sending end (first out next time), its window closed."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(WINDOW_PREFIX + group)
+        pipe.lrem(SENDING, 1, raw)
+        pipe.rpush(OUTBOX, raw)
+        await pipe.execute()
 
 
 async def deliver_alerts(
-    redis: Redis, settings: Settings, *, limit: int = 200, budget_s: float | None = None
+    redis: Redis,
+    settings: Settings,
+    *,
+    limit: int = 200,
+    budget_s: float | None = None,
+    lease_s: float = SENDER_LEASE_S,
 ) -> int:
     """Mail queued alerts, folding those of an open window; returns the mails sent.
 
     Stops at the first SMTP failure, or once `budget_s` has passed (the cron's timeout must not cut a send:
-    a cancelled send puts its alert back first).
+    a cancelled send puts its alert back first). One sender at a time holds the lease `cvco:alerts:sender`
+    (for `lease_s` at most; another sender meanwhile sends nothing). The alert being mailed waits in
+    `cvco:alerts:sending`, and folded counts are forgotten only once their summary is mailed: a sender
+    killed mid-send loses nothing, since the next one (after the dead one's lease) puts its alert back
+    first. Such an alert may then be mailed twice; never lost.
     """
     if not mail_enabled(settings):
-        await redis.delete(OUTBOX)
+        await redis.delete(OUTBOX, SENDING)
         return 0
+    token = secrets.token_hex(8)
+    if not await redis.set(SENDER_LEASE, token, nx=True, px=int(lease_s * 1000)):
+        return 0
+    try:
+        return await _deliver(redis, settings, limit, budget_s)
+    finally:
+        await redis.eval(_RELEASE, 1, SENDER_LEASE, token)  # type: ignore[misc]  # async client
+
+
+async def _deliver(redis: Redis, settings: Settings, limit: int, budget_s: float | None) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (budget_s if budget_s is not None else float("inf"))
+    # what a sender that died mid-send left: back at the sending end of the outbox
+    while await redis.lmove(SENDING, OUTBOX, "RIGHT", "RIGHT") is not None:
+        log.warning("alert_recovered", reason="its sender stopped before mailing it")
     sent, smtp_up = await _flush_folded(redis, settings)
     for _ in range(limit if smtp_up else 0):
         if loop.time() > deadline:
             break
-        raw = await redis.rpop(OUTBOX)  # type: ignore[misc]  # async client
-        if raw is None:
+        taken = await redis.lmove(OUTBOX, SENDING, "RIGHT", "LEFT")
+        if taken is None:
             break
+        raw: str = taken.decode("utf-8")
         alert = Alert.model_validate_json(raw)
         if not await _open_window(redis, settings, alert.group):
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.hincrby(FOLDED, alert.group, 1)
                 pipe.hset(FOLDED_LAST, alert.group, raw)
+                pipe.lrem(SENDING, 1, raw)
                 await pipe.execute()
             continue
-        folded, _ = await _take_folded(redis, alert.group)
+        folded, _ = await _peek_folded(redis, alert.group)
         try:
             mailed = await _mail(settings, alert, folded)
         except asyncio.CancelledError:
-            await asyncio.shield(_requeue(redis, alert.group, folded, raw))
+            await asyncio.shield(_put_back(redis, alert.group, raw))
             raise
         if not mailed:
-            await _requeue(redis, alert.group, folded, raw)
+            await _put_back(redis, alert.group, raw)
             break
+        await _settle_folded(redis, alert.group, folded)
+        await redis.lrem(SENDING, 1, raw)  # type: ignore[misc]  # async client
         sent += 1
     return sent

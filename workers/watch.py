@@ -155,7 +155,13 @@ async def _sweep(ctx: dict[str, Any]) -> int:
 
 async def _deliver(ctx: dict[str, Any]) -> int:
     settings: Settings = ctx["settings"]
-    return await deliver_alerts(ctx["redis"], settings, budget_s=settings.job_timeout_s / 2)
+    # the lease outlasts the run: arq cancels the cron at its timeout, and the lease is released then
+    return await deliver_alerts(
+        ctx["redis"],
+        settings,
+        budget_s=settings.job_timeout_s / 2,
+        lease_s=settings.job_timeout_s + PARK_MARGIN_S + 1,
+    )
 
 
 async def _checks(ctx: dict[str, Any]) -> None:
