@@ -25,6 +25,7 @@ import orjson
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from schemas import job as job_schema
@@ -210,15 +211,23 @@ class JobWriter:
         """The script's answer for these keys and arguments, within the timeout.
 
         A connection cut short by the timeout or an error is closed by redis-py (its reply may still
-        come) and opened again by the next call.
+        come) and opened again by the next call. One that Redis closed while it sat idle (a restart, a
+        `timeout` setting) is only found out by using it: that call is made once more on a fresh
+        connection, which is safe, since a job the first try did write comes back as already there.
         """
-        connection = self._connection
         async with asyncio.timeout(self._timeout_s):
-            await connection.send_command("EVALSHA", ENQUEUE_SCRIPT_SHA, len(keys), *keys, *args)
             try:
-                written: list[int] = await connection.read_response()
-            except NoScriptError:
-                # a restarted or flushed Redis forgot the script: send it whole, which caches it again
-                await connection.send_command("EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args)
-                written = await connection.read_response()
+                return await self._script_reply(keys, args)
+            except RedisConnectionError:
+                return await self._script_reply(keys, args)
+
+    async def _script_reply(self, keys: list[str], args: list[bytes | int | str]) -> list[int]:
+        connection = self._connection
+        await connection.send_command("EVALSHA", ENQUEUE_SCRIPT_SHA, len(keys), *keys, *args)
+        try:
+            written: list[int] = await connection.read_response()
+        except NoScriptError:
+            # a restarted or flushed Redis forgot the script: send it whole, which caches it again
+            await connection.send_command("EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args)
+            written = await connection.read_response()
         return written

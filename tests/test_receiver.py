@@ -147,6 +147,23 @@ async def test_a_redis_that_forgot_the_enqueue_script_still_gets_the_job(
     assert await redis.zcard(settings.queue_name) == 1
 
 
+async def test_the_job_writers_connection_closed_by_redis_costs_no_503(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Redis closing the writer's idle connection (a restart, its `timeout` setting): the next
+    notification is still stored and answered 200, on a fresh connection."""
+    first, second = (signed(notification(vads_trans_id=f"00000{n}"), shop) for n in (1, 2))
+    async with receiver(settings) as client:
+        assert (await client.post("/ipn", data=urlencode(first), headers=FORM)).status == 200
+        db = redis.connection_pool.connection_kwargs["db"]
+        writers = [c for c in await redis.client_list() if int(c["db"]) == db and c["cmd"] == "evalsha"]
+        assert len(writers) == 1
+        await redis.client_kill_filter(_id=writers[0]["id"])
+        response = await client.post("/ipn", data=urlencode(second), headers=FORM)
+        assert (response.status, await response.text()) == (200, "OK")
+    await stored_job(redis, second)
+
+
 async def test_notification_whose_result_is_kept_is_not_queued_again(
     settings: Settings, shop: ShopConfig, redis: Redis
 ) -> None:
