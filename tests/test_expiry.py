@@ -18,7 +18,7 @@ from tests.conftest import SHOP_ID, TEST_REDIS_URL, SmtpServer
 from tests.notifications import TRANS_ID, drain, enqueue_notification, notification, queued
 from workers.alerts import deliver_alerts
 from workers.expiry import sweep_expired_sessions
-from workers.sessions import SESSIONS_KEY, track_session
+from workers.sessions import SESSION_RECORD_PREFIX, SESSIONS_KEY, load_session, track_session
 
 
 def pending(trans_id: str, *, trans_date: datetime, timeout_s: float = 1) -> PendingPayment:
@@ -120,3 +120,24 @@ async def test_late_acceptance_after_expiry_is_applied_and_alerted(
     assert isinstance(body, bytes)
     text = body.decode("utf-8")
     assert "payment.accepted" in text and "order-42" in text and TRANS_ID in text
+
+
+async def test_a_watch_ends_with_its_record_whichever_way_it_ends(
+    redis: Redis, pool: ArqRedis, settings: Settings, shop: ShopConfig
+) -> None:
+    """A watched session's record is kept until its watch ends (a sweeper down for days still finds it),
+    then goes with it: when the payment got past pending, and when the sweep expired it."""
+    trans_date = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    watched = pending(TRANS_ID, trans_date=trans_date)
+    await track_session(redis, watched)
+    assert await redis.pttl(SESSION_RECORD_PREFIX + watched.key) > 29 * 86400 * 1000
+    await enqueue_notification(pool, settings, queued(notification("AUTHORISED"), shop))
+    await drain(settings)
+    assert await load_session(redis, watched.key) is None
+    assert await redis.zcard(SESSIONS_KEY) == 0
+
+    silent = pending("SIL001", trans_date=datetime.now(UTC) - timedelta(days=3))
+    await track_session(redis, silent)
+    assert await sweep_expired_sessions(redis, settings) == 1
+    assert await load_session(redis, silent.key) is None
+    assert await redis.zcard(SESSIONS_KEY) == 0

@@ -8,8 +8,9 @@ Redis layout (all under `cvco:`):
   `event_id` when the state is the same, so consumers still deduplicate).
 - `settings.stream` (stream): one entry per event, field `event` (JSON) plus `type`, `shop_id`,
   `event_id` for filtering, trimmed with `MAXLEN ~ settings.stream_maxlen`.
-- `cvco:sessions` (sorted set, `workers.sessions`): a payment that got past pending leaves it here, so
-  the expiry sweeper has nothing to do for it.
+- `cvco:sessions` (sorted set) and `cvco:session:<payment key>` (`workers.sessions`): a payment that got
+  past pending leaves the watch (member and record), so the expiry sweeper has nothing to do for it. The
+  record's key is built in the script from the payment key (one Redis, no Cluster: arq has none either).
 
 The worker decides in Python, then runs `_APPLY`, which writes only if the payment is still at the
 version the decision was made on, and otherwise answers the current version and state: two workers on
@@ -31,7 +32,7 @@ from redis.exceptions import NoScriptError
 from schemas.settings import Settings
 from workers.decide import Decision, PaymentState
 from workers.events import event_json
-from workers.sessions import SESSIONS_KEY
+from workers.sessions import SESSION_RECORD_PREFIX, SESSIONS_KEY
 
 PAYMENT_PREFIX = "cvco:payment:"
 PAYMENT_TTL_S = 120 * 86400
@@ -40,7 +41,8 @@ PAYMENT_TTL_S = 120 * 86400
 # expected version, state JSON, event JSON ('' = none), type, shop id, event id, '1' to stop watching
 # the session, payment key. Items are applied in order: a later item on the same payment sees the
 # earlier one's write. Returns, per item, {1, stream id or ''} or {0, current version, current state}.
-_APPLY = """
+_APPLY = (
+    """
 local replies = {}
 for i = 3, #KEYS do
   local a = (i - 3) * 8 + 2
@@ -53,6 +55,9 @@ for i = 3, #KEYS do
     redis.call('EXPIRE', key, ARGV[2])
     if ARGV[a + 7] == '1' then
       redis.call('ZREM', KEYS[2], ARGV[a + 8])
+      redis.call('DEL', '"""
+    + SESSION_RECORD_PREFIX
+    + """' .. ARGV[a + 8])
     end
     if ARGV[a + 3] == '' then
       replies[i - 2] = {1, ''}
@@ -64,6 +69,7 @@ for i = 3, #KEYS do
 end
 return replies
 """
+)
 _APPLY_SHA = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest()
 
 

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from schemas.errors import TRANSIENT_ERRORS
 from schemas.settings import Settings
 from workers.jobs import publish_session_expiry
-from workers.sessions import SESSIONS_KEY, load_session
+from workers.sessions import SESSIONS_KEY, end_watch, load_session
 
 SWEEP_BATCH = 500
 """Sessions handled per sweep at most; the rest wait for the next run."""
@@ -40,9 +40,9 @@ async def sweep_expired_sessions(
             if pending is not None:
                 outcome = await publish_session_expiry(redis, settings, pending, current)
                 published += outcome.published
-            else:  # its record outlived the deadline by a day: nothing left to expire
-                log.warning("session_record_missing", payment_key=key)
-            await redis.zrem(SESSIONS_KEY, key)
+            else:  # the watch ended meanwhile (another sweeper, or the payment moved on)
+                log.info("session_already_settled", payment_key=key)
+            await end_watch(redis, key)
         except TRANSIENT_ERRORS as e:  # left watched: the next sweep tries again
             log.warning("session_sweep_interrupted", payment_key=key, reason=f"{type(e).__name__}: {e}")
             break

@@ -1,7 +1,11 @@
 """Where watched payment sessions live in Redis, shared by the form builder, the worker and the sweeper.
 
 - `cvco:sessions` (sorted set): member = payment key, score = deadline (epoch seconds).
-- `cvco:session:<payment key>` (string): the `PendingPayment` as JSON, expiring a day after the deadline.
+- `cvco:session:<payment key>` (string): the `PendingPayment` as JSON.
+
+Both go when the watch ends: the payment got past pending (the worker's state write, `workers.apply`), or
+the sweep published its expiry (`end_watch`). The record's expiry, 30 days after the deadline, is only a
+safety net: a sweeper down for days still finds every session it has to expire.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from schemas.session import PendingPayment
 
 SESSIONS_KEY = "cvco:sessions"
 SESSION_RECORD_PREFIX = "cvco:session:"
-RECORD_TTL_AFTER_DEADLINE_S = 86400
+RECORD_TTL_AFTER_DEADLINE_S = 30 * 86400
 
 
 async def track_session(redis: Redis, pending: PendingPayment) -> bool:
@@ -31,3 +35,11 @@ async def load_session(redis: Redis, key: str) -> PendingPayment | None:
     """The watched session for a payment key, if any."""
     raw = await redis.get(SESSION_RECORD_PREFIX + key)
     return PendingPayment.model_validate_json(raw) if raw else None
+
+
+async def end_watch(redis: Redis, key: str) -> None:
+    """Stop watching a payment's session: its member and its record go together."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(SESSIONS_KEY, key)
+        pipe.delete(SESSION_RECORD_PREFIX + key)
+        await pipe.execute()
