@@ -11,27 +11,15 @@ from urllib.parse import urlencode
 from redis.asyncio import Redis
 
 from schemas.settings import Settings, ShopConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, silent_server
 from tests.test_receiver import FORM, notification, receiver, signed
 
 
 @asynccontextmanager
 async def silent_redis() -> AsyncIterator[str]:
-    """A TCP server that accepts connections and never answers: a Redis hung mid-way. Yields its URL."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    """A Redis hung mid-way: it accepts connections and never answers. Yields its URL."""
+    async with silent_server() as port:
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_redis_unreachable_gives_503_fast_and_nothing_claimed(
