@@ -231,3 +231,32 @@ def test_buffered_lines_are_written_at_the_next_loop_turn_in_order_and_at_exit(t
         "nine",
         "ten",
     ]
+
+
+def test_the_fast_info_path_writes_what_structlogs_own_chain_writes() -> None:
+    """`serve`'s `info` calls skip structlog's dispatch (`buffered=True`): with bound keys, context variables
+    and call keys, the line has the same keys and values as through structlog's chain of processors."""
+    script = (
+        "import structlog\n"
+        "from cli.logs import configure_logging, flush_logs\n"
+        "for buffered in (False, True):\n"
+        "    configure_logging(json=True, buffered=buffered)\n"
+        "    structlog.contextvars.bind_contextvars(request_id='r1', shop_id='from-context')\n"
+        "    log = structlog.get_logger('cvco.t').bind(job_id='j1', shop_id='bound')\n"
+        "    log.info('job done', result='published', flags=['a'], ms=1.5, shop_id='call')\n"
+        "    structlog.contextvars.clear_contextvars()\n"
+        "    flush_logs()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    chain, fast = (json.loads(line) for line in done.stderr.splitlines())
+    for line in (chain, fast):
+        assert line.pop("timestamp").endswith("Z")
+    assert fast == chain
+    assert (fast["shop_id"], fast["request_id"], fast["job_id"], fast["event"]) == (
+        "call",
+        "r1",
+        "j1",
+        "job done",
+    )
