@@ -124,6 +124,14 @@ def test_serve_writes_one_json_summary_line_per_notification(shop: ShopConfig) -
         assert secret not in text
 
 
+def _logged_lines(script: str) -> list[dict[str, Any]]:
+    """The JSON log lines a Python script writes to stderr, run in a process of its own (logging is global)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    return [json.loads(line) for line in done.stderr.splitlines()]
+
+
 def test_stdlib_records_get_the_same_processors_as_structlog_events() -> None:
     """A stdlib record (as arq and aiohttp write) becomes a JSON line with level, logger, time and context."""
     script = (
@@ -135,10 +143,7 @@ def test_stdlib_records_get_the_same_processors_as_structlog_events() -> None:
         "structlog.get_logger('cvco.worker').info('native', n=1)\n"
         "structlog.get_logger('cvco.worker').debug('below the level')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
-    )
-    stdlib, native = (json.loads(line) for line in done.stderr.splitlines())
+    stdlib, native = _logged_lines(script)
     assert (stdlib["event"], stdlib["level"], stdlib["logger"], stdlib["job_id"]) == (
         "stdlib record",
         "warning",
@@ -247,10 +252,7 @@ def test_the_fast_info_path_writes_what_structlogs_own_chain_writes() -> None:
         "    structlog.contextvars.clear_contextvars()\n"
         "    flush_logs()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
-    )
-    chain, fast = (json.loads(line) for line in done.stderr.splitlines())
+    chain, fast = _logged_lines(script)
     for line in (chain, fast):
         assert line.pop("timestamp").endswith("Z")
     assert fast == chain
