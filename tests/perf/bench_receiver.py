@@ -245,6 +245,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.bodies < 10_000:
         parser.error("--bodies must be at least 10000")
+    for tool, package in ((WRK, "wrk"), (TASKSET, "util-linux")):
+        if not os.access(tool, os.X_OK):
+            parser.error(
+                f"{tool} not found: install the Debian package {package} (apt-get install {package})"
+            )
 
     started = time.monotonic()
     bodies = notification_bodies(args.bodies)
