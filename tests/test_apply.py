@@ -240,3 +240,31 @@ async def test_writes_of_one_batch_apply_in_order_of_receipt_not_of_submission(
     )
     assert isinstance(earlier, str) and isinstance(later, VersionConflict)
     assert later.state == authorised.state
+
+
+async def _evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_writes_submitted_while_a_batch_is_in_flight_go_together_in_the_next_one(
+    settings: Settings, redis: Redis
+) -> None:
+    """Redis holds the first batch (CLIENT PAUSE) while two more writes arrive, in two different turns:
+    they wait for it and share one script call, so three writes cost two round trips, not three."""
+    first, second, third = (
+        decide(None, parse_notification(notification("AUTHORISED", trans_id=trans_id)), RECEIVED_AT)
+        for trans_id in ("000001", "000002", "000003")
+    )
+    await apply_decision(redis, settings, "0", first)  # the script is cached: one EVALSHA per batch from now
+    await redis.delete(PAYMENT_PREFIX + (first.state.key if first.state else ""))
+    calls_before = await _evalsha_calls(redis)
+    await redis.client_pause(300, all=False)  # WRITE mode: scripts wait, INFO still answers
+    writes = [asyncio.create_task(apply_decision(redis, settings, "0", first))]
+    await asyncio.sleep(0.05)  # the first batch is sent, and held by Redis
+    writes.append(asyncio.create_task(apply_decision(redis, settings, "0", second)))
+    await asyncio.sleep(0.05)  # a later turn
+    writes.append(asyncio.create_task(apply_decision(redis, settings, "0", third)))
+    stream_ids = await asyncio.gather(*writes)
+    assert all(stream_ids) and len(set(stream_ids)) == 3
+    assert await _evalsha_calls(redis) - calls_before == 2

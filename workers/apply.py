@@ -16,7 +16,7 @@ The worker decides in Python, then runs `_APPLY`, which writes only if the payme
 version the decision was made on, and otherwise answers the current version and state: two workers on
 the same payment cannot both win, and the loser decides again on what the winner wrote. The first
 attempt assumes a new payment (version 0), so a payment's first notification costs one round trip,
-shared with the other jobs applying at the same moment (`StateWriter`: one EVAL per event-loop turn).
+shared with the other jobs applying at the same moment (`StateWriter`: one EVAL in flight at a time).
 """
 
 from __future__ import annotations
@@ -138,13 +138,16 @@ _Item = tuple[str, str, str, str, str, str, str, str, str]
 
 
 class StateWriter:
-    """Coalesces the compare-and-sets of the jobs running at once into one EVAL per event-loop turn.
+    """Coalesces the compare-and-sets of the jobs running at once into one EVAL in flight at a time.
 
-    Each job `submit`s its item and awaits its own reply. The first submission of a turn starts a task
-    that runs at the next turn, after every job that was ready in this one: it takes all pending items
-    and sends them in one script call, applied in order of receipt time (a conflict is answered per
-    item, so its job decides again as it would alone). A Redis error fails every item of the batch, each job retrying
-    as after its own failed write. Batches may overlap in flight: each item is still a compare-and-set.
+    Each job `submit`s its item and awaits its own reply. The first submission while nothing is in flight
+    starts a task that runs at the next turn, after every job that was ready in this one: it takes all
+    pending items and sends them in one script call, applied in order of receipt time (a conflict is
+    answered per item, so its job decides again as it would alone). Items submitted while that call is in
+    flight wait for it and go together in the next one, and so on until none is left: under load a batch
+    gathers the writes of several turns, one round trip for them all (one per turn cost a worker ~10 % of
+    its throughput). A Redis error fails every item of its batch, each job retrying as after its own failed
+    write.
     """
 
     def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
@@ -158,12 +161,23 @@ class StateWriter:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Any]] = loop.create_future()
         self._pending.append((received, item, reply))
-        if self._flush is None or self._flush.done():  # done: cancelled before it ran (shutdown)
-            self._flush = loop.create_task(self._write())
+        if self._flush is None or self._flush.done():  # done: drained, or cancelled (shutdown)
+            self._flush = loop.create_task(self._write_all())
         return await reply
 
-    async def _write(self) -> None:
-        pending, self._pending, self._flush = self._pending, [], None
+    async def _write_all(self) -> None:
+        """Send the pending items batch by batch, each after the previous one's reply, until none is left."""
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                await self._write(pending)
+        except asyncio.CancelledError:
+            for _, _, future in self._pending:
+                future.cancel()
+            self._pending = []
+            raise
+
+    async def _write(self, pending: list[tuple[float, _Item, asyncio.Future[list[Any]]]]) -> None:
         pending.sort(key=lambda entry: entry[0])  # stable: same time, submission order
         batch = [(item, reply) for _, item, reply in pending]
         keys = [*self._head, *(item[0] for item, _ in batch)]
