@@ -37,12 +37,17 @@ def counting_worker(settings: Settings, starts: Counter[str]) -> ClaimingWorker:
     return worker
 
 
+async def _enqueue_numbered(pool: ArqRedis, settings: Settings, count: int) -> None:
+    """Jobs `job-0` ... `job-<count - 1>` on the settings' queue, each job's argument its own id."""
+    for index in range(count):
+        await pool.enqueue_job(JOB, f"job-{index}", _job_id=f"job-{index}", _queue_name=settings.queue_name)
+
+
 async def test_two_claiming_workers_start_each_of_300_jobs_exactly_once(
     pool: ArqRedis, settings: Settings
 ) -> None:
     """Two workers polling one queue race for the same job ids; each job still starts once."""
-    for index in range(300):
-        await pool.enqueue_job(JOB, f"job-{index}", _job_id=f"job-{index}", _queue_name=settings.queue_name)
+    await _enqueue_numbered(pool, settings, 300)
     starts: Counter[str] = Counter()
     workers = [counting_worker(settings, starts) for _ in range(2)]
     try:
@@ -80,8 +85,7 @@ async def test_the_worker_pool_packs_commands_with_hiredis_and_still_runs_jobs(
     pool: ArqRedis, settings: Settings
 ) -> None:
     """The worker's own pool makes C-packing connections (all but the one of arq's first ping) and its jobs run."""
-    for index in range(20):
-        await pool.enqueue_job(JOB, f"job-{index}", _job_id=f"job-{index}", _queue_name=settings.queue_name)
+    await _enqueue_numbered(pool, settings, 20)
     starts: Counter[str] = Counter()
     worker = counting_worker(settings, starts)
     try:
