@@ -44,7 +44,8 @@ def _total(summary: dict[str, object]) -> dict[str, int]:
 @pytest.mark.timeout(scale(ci=120, full=900))
 def test_load_through_nginx_ends_in_exactly_one_event_per_notification(cluster: Cluster) -> None:
     """RATE notifications/s for SECONDS s through nginx: all delivered (with the platform's retries if a
-    receiver is briefly ejected), exactly as many events, no duplicate."""
+    receiver is briefly ejected), exactly as many events, no duplicate. The rate reached is printed, not
+    asserted: it measures the machine (tests/perf/load_lb.py is the benchmark), the accounting is the test."""
     nginx, _ = start_balanced(cluster)
     count = LOAD_RATE * LOAD_SECONDS
     started = time.monotonic()
@@ -66,8 +67,6 @@ def test_load_through_nginx_ends_in_exactly_one_event_per_notification(cluster: 
     assert (total["sent"], total["accepted"], total["failed"]) == (count, count, 0)
     assert events == count
     assert_each_notification_once(result, count)
-    elapsed = summary["elapsed_s"]
-    assert isinstance(elapsed, float) and count / elapsed > 0.8 * LOAD_RATE
 
 
 @pytest.mark.timeout(scale(ci=120, full=300))
