@@ -169,14 +169,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port: int, lua: Path, args: argparse.Namespace, seconds: float) -> str:
+def wrk(port: int, lua: Path, args: argparse.Namespace, seconds: int) -> str:
     """wrk's report of `seconds` of load on the server at `port`."""
     command = [
         *_pinned(args.load_cpu),
         WRK,
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{seconds:g}s",
+        f"-d{seconds}s",
         "--latency",
         "-s",
         str(lua),
@@ -218,10 +218,13 @@ def _pinned(cpu: str) -> list[str]:
 SERVERS = ("cvco-ipn serve", "naive baseline")
 
 
-def server_command(
-    name: str, port: int, redis_url: str, env: dict[str, str]
-) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of one of `SERVERS`, listening on `port`."""
+def server_command(name: str, port: int, redis_url: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one of `SERVERS`, listening on `port`, on that Redis database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CVCO_")}
+    env |= {
+        "CVCO_REDIS_URL": redis_url,
+        "CVCO_SHOPS": json.dumps({SHOP_ID: {"test_key": TEST_KEY, "production_key": PRODUCTION_KEY}}),
+    }
     if name == "cvco-ipn serve":
         command = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return command, env | {"PYTHONPATH": str(ROOT)}
@@ -260,7 +263,7 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=int, default=10, help="measured seconds of load per run")
     parser.add_argument(
-        "--warmup", type=float, default=1.0, help="seconds of unmeasured load before each run (0: none)"
+        "--warmup", type=int, default=1, help="seconds of unmeasured load before each run (0: none)"
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of each server, interleaved; medians are reported"
@@ -296,22 +299,17 @@ def main() -> int:
         body_file.write_text("\n".join(bodies) + "\n")
         lua = Path(tmp) / "cycle.lua"
         lua.write_text(LUA % {"path": body_file, "threads": args.threads})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CVCO_")}
-        env |= {
-            "CVCO_REDIS_URL": args.redis,
-            "CVCO_SHOPS": json.dumps({SHOP_ID: {"test_key": TEST_KEY, "production_key": PRODUCTION_KEY}}),
-        }
         rounds: list[tuple[Result, Result]] = []
         for round_number in range(args.rounds):
             order = SERVERS if round_number % 2 == 0 else SERVERS[::-1]
             results: dict[str, Result] = {}
             for name in order:
                 port = free_port()
-                command, server_env = server_command(name, port, args.redis, env)
-                results[name] = bench(name, command, server_env, port, lua, args)
+                command, env = server_command(name, port, args.redis)
+                results[name] = bench(name, command, env, port, lua, args)
             rounds.append((results["cvco-ipn serve"], results["naive baseline"]))
     print(
-        f"{args.connections} connections, {args.threads} wrk threads, {args.warmup:g} s warm-up then "
+        f"{args.connections} connections, {args.threads} wrk threads, {args.warmup} s warm-up then "
         f"{args.duration} s measured per run, {args.rounds} round(s)"
     )
     print(

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -35,10 +33,7 @@ import aiohttp
 import redis
 
 from tests.perf.bench_receiver import (
-    PRODUCTION_KEY,
     SERVERS,
-    SHOP_ID,
-    TEST_KEY,
     free_port,
     notification_bodies,
     server_command,
@@ -71,19 +66,14 @@ async def post_all(port: int, bodies: list[str], concurrency: int) -> int:
 
 def instructions_per_request(name: str, bodies: list[str], args: argparse.Namespace, tmp: Path) -> float:
     """Run server `name` under callgrind and count the instructions its measured requests cost."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVCO_")}
-    env |= {
-        "CVCO_REDIS_URL": args.redis,
-        "CVCO_SHOPS": json.dumps({SHOP_ID: {"test_key": TEST_KEY, "production_key": PRODUCTION_KEY}}),
-    }
     port = free_port()
-    command, server_env = server_command(name, port, args.redis, env)
+    command, env = server_command(name, port, args.redis)
     out_file = tmp / f"{name.replace(' ', '-')}.callgrind"
     client = redis.Redis.from_url(args.redis)
     client.flushdb()
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *command],
-        env=server_env,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
