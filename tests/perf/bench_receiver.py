@@ -26,6 +26,7 @@ Target: `cvco-ipn serve` at >= 2x the baseline's requests/s with p99 <= 5 ms at 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -232,26 +234,34 @@ def server_command(name: str, port: int, redis_url: str) -> tuple[list[str], dic
     return [sys.executable, str(baseline), str(port), redis_url], env
 
 
+@contextlib.contextmanager
+def serving(
+    command: list[str], env: dict[str, str], port: int, redis_url: str, start_timeout_s: float = 20.0
+) -> Iterator[tuple[subprocess.Popen[bytes], redis.Redis]]:
+    """A server run by `command`, listening on `port`, and a client of its Redis database, which is
+    flushed before the server starts and after it stops."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, server, start_timeout_s)
+        yield server, client
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        client.flushdb()
+        client.close()
+
+
 def bench(
     name: str, command: list[str], env: dict[str, str], port: int, lua: Path, args: argparse.Namespace
 ) -> Result:
-    client = redis.Redis.from_url(args.redis)
-    client.flushdb()
-    server = subprocess.Popen(
-        [*_pinned(args.server_cpu), *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_listening(port, server)
+    with serving([*_pinned(args.server_cpu), *command], env, port, args.redis) as (server, client):
         if args.warmup > 0:
             # first requests pay for lazy imports, caches and the Lua script load: not what is measured
             wrk(port, lua, args, args.warmup)
             client.flushdb()
         return run_wrk(name, server.pid, port, lua, args, client)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        client.flushdb()
-        client.close()
 
 
 def main() -> int:

@@ -30,14 +30,13 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
-import redis
 
 from tests.perf.bench_receiver import (
     SERVERS,
     free_port,
     notification_bodies,
     server_command,
-    wait_listening,
+    serving,
 )
 
 VALGRIND_START_S = 120.0
@@ -64,33 +63,23 @@ async def post_all(port: int, bodies: list[str], concurrency: int) -> int:
     return refused
 
 
+def callgrind_instrumentation(pid: int, state: str) -> None:
+    """Turn callgrind's instrumentation of process `pid` "on" or "off"."""
+    subprocess.run(["callgrind_control", "--instr", state, str(pid)], check=True, capture_output=True)
+
+
 def instructions_per_request(name: str, bodies: list[str], args: argparse.Namespace, tmp: Path) -> float:
     """Run server `name` under callgrind and count the instructions its measured requests cost."""
     port = free_port()
     command, env = server_command(name, port, args.redis)
     out_file = tmp / f"{name.replace(' ', '-')}.callgrind"
-    client = redis.Redis.from_url(args.redis)
-    client.flushdb()
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, server, timeout_s=VALGRIND_START_S)
-        warmup, measured = bodies[: args.warmup], bodies[args.warmup :]
+    callgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}"]
+    warmup, measured = bodies[: args.warmup], bodies[args.warmup :]
+    with serving([*callgrind, *command], env, port, args.redis, VALGRIND_START_S) as (server, _):
         asyncio.run(post_all(port, warmup, args.concurrency))
-        control = ["callgrind_control", "--instr", "on", str(server.pid)]
-        subprocess.run(control, check=True, capture_output=True)
+        callgrind_instrumentation(server.pid, "on")
         refused = asyncio.run(post_all(port, measured, args.concurrency))
-        control[2] = "off"
-        subprocess.run(control, check=True, capture_output=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        client.flushdb()
-        client.close()
+        callgrind_instrumentation(server.pid, "off")
     if refused:
         raise SystemExit(f"{name}: {refused} of {len(measured)} requests not answered 200")
     totals = re.search(r"^totals: (\d+)", out_file.read_text(), re.MULTILINE)
