@@ -5,7 +5,7 @@
 
 Needs wrk (/usr/bin/wrk), taskset (util-linux) and a Redis database it may flush (default
 redis://127.0.0.1:6379/14). Each server runs as one process on 127.0.0.1, in turn, against the same Redis
-database (flushed before and after each run) and the same 100,000 distinct pre-signed notifications
+database (flushed before and after each run) and the same 150,000 distinct pre-signed notifications
 (--bodies, >= 10,000), cycled by a wrk Lua script: 32 connections, 2 wrk threads, a 1 s warm-up (its jobs
 flushed) then 10 s measured, by default. The baseline (bench_receiver_baseline.py) is the naive receiver:
 `await request.post()` then `ArqRedis.enqueue_job` with arq's defaults; both run on uvloop without an
@@ -269,7 +269,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--bodies", type=int, default=100_000, help="distinct signed notifications (>= 10000)"
+        "--bodies",
+        type=int,
+        default=150_000,
+        help="distinct signed notifications (>= 10000); each wrk thread cycles through its share",
     )
     parser.add_argument("--duration", type=int, default=10, help="measured seconds of load per run")
     parser.add_argument(
