@@ -22,12 +22,14 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import uvloop
@@ -116,6 +118,49 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _form_post(fields: dict[str, str]) -> bytes:
+    """A whole `POST /ipn` request, form-encoded, as the platform sends a notification."""
+    body = urlencode(fields).encode("ascii")
+    head = (
+        "POST /ipn HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _KeepAliveClient:
+    """The end-to-end load generator: pre-built requests over keep-alive connections, one request at a time
+    on each, a new connection whenever all are busy.
+
+    It shares the 2 cores with the receiver, the workers and Redis: aiohttp's client, encoding each form and
+    parsing each answer, took 0.4 ms of CPU per notification, a fifth of what the machine has at 1,000/s.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._all: list[asyncio.StreamWriter] = []
+
+    async def send(self, request: bytes) -> int:
+        """Send one request and read its whole answer; its status code."""
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+            self._all.append(writer)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        self._idle.append((reader, writer))
+        return int(head[9:12])
+
+    def close(self) -> None:
+        for writer in self._all:
+            writer.close()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -165,34 +210,37 @@ async def end_to_end(
         for _ in range(workers)
     ]
     shop = settings.shops[SHOP_ID]
+    total = int(rate * seconds)
+    requests = {
+        trans_id: _form_post(signed(notification("AUTHORISED", trans_id=trans_id), shop))
+        for trans_id in (_trans_id(500_000 + index) for index in range(total))
+    }
     sent: dict[str, float] = {}
     answered: list[float] = []
+    client = _KeepAliveClient(port)
     try:
         async with aiohttp.ClientSession() as session:
             await _wait_ready(session, redis, port, settings)
 
-            async def post(index: int) -> None:
-                trans_id = _trans_id(500_000 + index)
-                fields = signed(notification("AUTHORISED", trans_id=trans_id), shop)
-                sent[trans_id] = time.time()
-                async with session.post(f"http://127.0.0.1:{port}/ipn", data=fields) as answer:
-                    if answer.status != 200:
-                        raise SystemExit(f"receiver answered {answer.status}")
-                answered.append(time.time() - sent[trans_id])
+        async def post(trans_id: str) -> None:
+            sent[trans_id] = time.time()
+            status = await client.send(requests[trans_id])
+            if status != 200:
+                raise SystemExit(f"receiver answered {status}")
+            answered.append(time.time() - sent[trans_id])
 
-            total = int(rate * seconds)
-            redis_pid = int((await redis.info("server"))["process_id"])
-            pids = {"receiver": [serve.pid], "workers": [p.pid for p in processes[1:]]}
-            pids.update({"redis": [redis_pid], "load generator": [os.getpid()]})
-            cpu_before = {name: sum(_cpu_s(pid) for pid in group) for name, group in pids.items()}
-            started = time.perf_counter()
-            tasks = []
-            for index in range(total):
-                delay = started + index / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(post(index)))
-            await asyncio.gather(*tasks)
+        redis_pid = int((await redis.info("server"))["process_id"])
+        pids = {"receiver": [serve.pid], "workers": [p.pid for p in processes[1:]]}
+        pids.update({"redis": [redis_pid], "load generator": [os.getpid()]})
+        cpu_before = {name: sum(_cpu_s(pid) for pid in group) for name, group in pids.items()}
+        started = time.perf_counter()
+        tasks = []
+        for index, trans_id in enumerate(requests):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(trans_id)))
+        await asyncio.gather(*tasks)
         deadline = time.time() + 30
         while await redis.xlen(settings.stream) < total and time.time() < deadline:  # noqa: ASYNC110  # polling another process's output
             await asyncio.sleep(0.05)
@@ -209,6 +257,7 @@ async def end_to_end(
             raise SystemExit(f"expected {total} events, found {len(latencies)}")
         return latencies, answered, cpu_ms
     finally:
+        client.close()
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
