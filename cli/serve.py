@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from cli.logs import configure_logging, flush_logs
+from cli.logs import configure_logging
 from ingest.app import create_app
 from schemas.settings import load_settings
 
@@ -52,7 +52,7 @@ async def _freeze_heap(app: web.Application) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
-    configure_logging(buffered=True)
+    configure_logging()
     structlog.get_logger(__name__).info(
         "receiver_starting", host=args.host, port=args.port, shops=sorted(settings.shops)
     )
@@ -67,5 +67,4 @@ def run(args: argparse.Namespace) -> int:
         print=None,
         loop=_event_loop(),
     )
-    flush_logs()
     return 0

@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 import uvloop
-from redis.asyncio import Redis
+from arq.connections import RedisSettings
+from arq.worker import async_check_health
 from redis.exceptions import RedisError
 
 from cli.logs import configure_logging
@@ -44,22 +45,12 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
-class _NoPerJobLines(logging.Filter):
-    """Drop arq's per-job lines: the start line prints the job's arguments, which carry the signature, and
-    the end line repeats the worker's own "job done" summary."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return "→" not in message and "←" not in message
-
-
 def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(load_settings())
     settings = load_settings(require_shops=True)
-    # one write per event-loop turn, as the receiver: a kill -9 may lose that turn's lines, never a job
-    configure_logging(buffered=True)
-    logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
+    configure_logging()
+    quiet_arq_job_lines()
     # arq takes the current loop when built: make it uvloop's, as the receiver does
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -105,22 +96,20 @@ def _signalled_within(loop: asyncio.AbstractEventLoop, seconds: float) -> bool:
     return True
 
 
+def quiet_arq_job_lines() -> None:
+    """Keep arq's warnings, drop its info lines: the per-job start line prints the job's arguments, which
+    carry the signature, and the end line repeats the worker's own "job done" summary."""
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
+
+
 def _check(settings: Settings) -> int:
     """arq's own health check: the key a running worker rewrites every few seconds (it expires otherwise)."""
-    key = build_worker(settings).health_check_key
-
-    async def read() -> bytes | None:
-        async with Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s) as redis:
-            value: bytes | None = await redis.get(key)
-            return value
-
+    configure_logging()
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings.conn_timeout = max(1, round(settings.redis_timeout_s))
+    redis_settings.conn_retries = 0  # a probe answers now, not after arq's five reconnection pauses
     try:
-        value = asyncio.run(read())
+        return asyncio.run(async_check_health(redis_settings, queue_name=settings.queue_name))
     except (RedisError, OSError) as e:
         sys.stderr.write(f"cvco-ipn worker --check: Redis did not answer ({type(e).__name__})\n")
         return 1
-    if value is None:
-        sys.stderr.write(f"cvco-ipn worker --check: no worker refreshed {key} recently\n")
-        return 1
-    sys.stdout.write(value.decode("utf-8", "replace") + "\n")
-    return 0

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -25,9 +24,9 @@ from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
 from ingest.metrics import Outcome, ReceiverMetrics
 from ingest.network import client_address
-from ingest.redis_connection import HiredisPackingConnection
+from ingest.redis_connection import connection_pool
 from ingest.rejections import Rejected
-from ingest.state import CONTEXT, JOB_WRITER, LOG, METRICS, REDIS, SETTINGS, RequestContext
+from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS, RequestContext
 from schemas.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -35,14 +34,7 @@ IPN_PATH = "/ipn"
 
 _INTERNAL_ERROR: tuple[int, Outcome, str] = (500, "unavailable", "internal error")
 
-# a lazy proxy: it binds on first use, after the entry point (or a test) has configured structlog; the
-# per-request summary line uses `app[LOG]`, bound from it when the app is made (also after configuration)
 log = structlog.get_logger(__name__)
-
-# request ids: 64 random bits per process, then a counter, as 32 hex digits (the length of uuid4().hex);
-# unique without a getrandom call per request
-_REQUEST_ID_PREFIX = os.urandom(8).hex()
-_request_numbers = itertools.count()
 
 
 def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
@@ -68,58 +60,48 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     started = time.perf_counter()
     app = request.app
     method, path = request.method, request.path
-    is_ipn = path == IPN_PATH and method == "POST"
     context = RequestContext(
-        request_id=f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}",
+        request_id=uuid.uuid4().hex,
         client_ip=client_address(
             request.remote, request.headers.get("X-Forwarded-For"), app[SETTINGS].trusted_proxies
         ),
         received_at=datetime.now(UTC),
     )
     request[CONTEXT] = context
-    if not is_ipn:
-        # for whatever the other routes log; `POST /ipn`, the hot path, names its ids on its own lines (the
-        # summary, request_failed, forensics_not_kept) instead. aiohttp runs each request in a task of its
-        # own, on a copy of the connection's context: nothing bound here outlives the request
-        structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
+    # aiohttp runs each request in a task of its own, on a copy of the connection's context: nothing
+    # bound here (or by the handler: shop, order, transaction) outlives the request
+    structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
     try:
         response = await handler(request)
     except Exception as error:  # the one place where every failure becomes an HTTP answer
         refusal = _refusal(error)
         if refusal is None:
-            log.exception("request_failed", method=method, path=path, **context.log_ids)
+            log.exception("request_failed", method=method, path=path)
             refusal = _INTERNAL_ERROR
         status, context.outcome, reason = refusal
         response = web.Response(status=status, text=reason)
     response.headers["X-Request-Id"] = context.request_id
     latency_s = time.perf_counter() - started
+    is_ipn = path == IPN_PATH and method == "POST"
     if is_ipn and context.outcome is not None:
         app[METRICS].count_request(context.outcome, latency_s)
-    summary_log = app[LOG]
-    (summary_log.info if is_ipn else summary_log.debug)(
+    (log.info if is_ipn else log.debug)(
         "request",
         method=method,
         path=path,
         status=response.status,
         outcome=context.outcome,
         latency_ms=round(latency_s * 1000, 2),
-        **context.log_ids,
     )
     return response
 
 
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        connection_class=HiredisPackingConnection,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry_on_timeout=False,
-    )
+    redis = Redis(connection_pool=connection_pool(settings.redis_url, timeout_s=settings.redis_timeout_s))
     app[REDIS] = redis
     yield
-    await redis.aclose()
+    await redis.aclose(close_connection_pool=True)
 
 
 async def _job_writer(app: web.Application) -> AsyncIterator[None]:
@@ -138,7 +120,6 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_middleware])
     app[SETTINGS] = settings
     app[METRICS] = ReceiverMetrics()
-    app[LOG] = log.bind()
     app.cleanup_ctx.append(_redis_client)
     app.cleanup_ctx.append(_job_writer)
     app.router.add_post(IPN_PATH, handlers.receive_notification)

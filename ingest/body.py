@@ -7,7 +7,6 @@ must be valid UTF-8, and a field name given twice is refused (which value was si
 
 from __future__ import annotations
 
-import codecs
 from urllib.parse import unquote
 
 
@@ -16,14 +15,9 @@ class BodyError(ValueError):
 
 
 def _unquote(part: str) -> str:
-    """`unquote(part, errors="strict")`, in C for the usual case: `%XX` becomes `\\xXX` for escape_decode."""
+    """`%XX` octets decoded as UTF-8, strictly (a `%` not followed by two hex digits stays as it is)."""
     try:
-        try:
-            octets, _ = codecs.escape_decode(part.replace("\\", "\\\\").replace("%", "\\x"))
-        except ValueError:
-            # a `%` not followed by two hex digits stays as it is, which escape_decode refuses: urllib's way
-            return unquote(part, encoding="utf-8", errors="strict")
-        return octets.decode("utf-8")
+        return unquote(part, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise BodyError(f"{part[:64]!r} is not UTF-8 once %-decoded") from None
 

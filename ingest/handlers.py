@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -50,7 +51,7 @@ async def receive_notification(request: web.Request) -> web.Response:
         raise Rejected(400, "bad_request", "not a notification: no signature field")
     if shop_id is None:
         raise Rejected(400, "bad_request", "not a notification: no vads_site_id field")
-    context.log_ids.update(
+    structlog.contextvars.bind_contextvars(
         shop_id=shop_id,
         order_id=fields.get("vads_order_id"),
         trans_uuid=fields.get("vads_trans_uuid"),

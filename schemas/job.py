@@ -54,9 +54,5 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
-    """arq's job deserializer: orjson, or the stdlib for what orjson refuses (a lone surrogate escape,
-    which the stdlib writes): a job arq cannot read would be dropped before any retry-or-park policy."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    """arq's job deserializer."""
+    return orjson.loads(data)

@@ -99,13 +99,3 @@ def test_a_lone_surrogate_still_gets_a_stable_id() -> None:
     assert first == notification_job_id({"vads_x": "\ud800"})
     assert first != notification_job_id({"vads_x": "\ud801"})
     assert first.startswith("ipn:")
-
-
-def test_a_value_orjson_refuses_still_becomes_arqs_own_job() -> None:
-    """A lone surrogate (never from a UTF-8 body, but a caller may pass one) takes arq's serialize_job path."""
-    received_at = datetime(2026, 3, 1, 10, 15, tzinfo=UTC)
-    job = build_job({"vads_x": "\ud800"}, received_at, "::1", "r")
-    decoded = deserialize_job(job.payload, deserializer=job_schema.loads)
-    assert decoded.function == PROCESS_NOTIFICATION
-    assert decoded.args[0]["fields"] == {"vads_x": "\ud800"}
-    assert decoded.args[0]["received_at"] == "2026-03-01T10:15:00Z"

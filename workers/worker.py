@@ -2,8 +2,9 @@
 
 `worker_options(settings)` returns the flat keyword arguments of `arq.worker.Worker` (arq ignores
 inherited class attributes, so there is no base class to subclass); `build_worker(settings, **overrides)`
-makes the worker, a `ClaimingWorker` (arq's, with a one-round-trip job claim). Stock arq workers stay
-compatible on the same queue.
+makes the worker, a `ClaimingWorker` (arq's, with a one-round-trip job claim: workers/arq_adapter.py),
+on arq's client over the shared connection set-up (`redis_pool=`). Stock arq workers stay compatible on
+the same queue.
 
 `worker_options` wraps the job in the retry-or-park policy (workers/failures.py) and adds the cron jobs
 of workers/watch.py (session-expiry sweep, alert sender, signature-burst and queue-age checks).
@@ -16,18 +17,14 @@ import time
 from typing import Any, TypedDict
 
 import structlog
-from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import in_progress_key_prefix
+from arq.connections import ArqRedis, RedisSettings
 from arq.cron import CronJob
-from arq.utils import timestamp_ms
 from arq.worker import Function, Worker
-from redis.asyncio.connection import Connection
-from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
 
-from ingest.redis_connection import HiredisPackingConnection
+from ingest.redis_connection import connection_pool
 from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
+from workers.arq_adapter import ClaimingWorker
 from workers.failures import JobHandler, notification_function
 from workers.jobs import handle_notification
 from workers.watch import alert_on_outcome, scheduled_jobs
@@ -40,11 +37,9 @@ refuses an identical job id, so the receiver collapses an exact resend without a
 result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job."""
 HEALTH_CHECK_INTERVAL_S = 10
 POLL_DELAY_S = 0.01
-"""An idle queue is polled every 10 ms (arq's 0.5 s default would alone put p99 near half a second; 50 ms
-put p50 near 50 ms): one ZRANGEBYSCORE, about 1 % of a core when idle; a busy worker polls back to back."""
+"""An idle queue is polled every 10 ms: arq's 0.5 s default alone would put the p99 near half a second."""
 MAX_JOBS = 50
-"""Jobs in flight per worker. arq starts new jobs only at a poll, and stops starting once `max_jobs` are in
-flight: its default (10) capped a worker near 10 jobs per poll delay, whatever its CPU could do."""
+"""Jobs in flight per worker: arq starts jobs only at a poll, so its default (10) caps the rate."""
 JOB_COMPLETION_WAIT_S = 20
 """On SIGTERM, finish the jobs in hand for this long (below the orchestrator's grace period) and take no more."""
 
@@ -104,84 +99,20 @@ async def _on_job_start(ctx: WorkerContext) -> None:
     structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
 
 
-# KEYS: the queue, then the in-progress key of each job. ARGV: now (ms), in-progress timeout (ms), job ids.
-# Returns, per job, its score if claimed, else false (running elsewhere, gone from the queue, or deferred).
-_CLAIM = """
-local now = tonumber(ARGV[1])
-local claimed = {}
-for i = 2, #KEYS do
-  local score = false
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    score = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
-    if score and tonumber(score) <= now then
-      redis.call('PSETEX', KEYS[i], ARGV[2], '1')
-    else
-      score = false
-    end
-  end
-  claimed[i - 1] = score
-end
-return claimed
-"""
+async def _on_startup(ctx: WorkerContext) -> None:
+    # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
+    # the collector's sight, a full collection walks only what jobs allocate
+    gc.freeze()
 
 
-class ClaimingWorker(Worker):
-    """arq's `Worker`, claiming the jobs of a poll in one Lua call instead of four round trips each.
-
-    arq 0.28 claims each job with WATCH, EXISTS, ZSCORE, then MULTI/PSETEX/EXEC: four round trips per job,
-    one after the other in the polling loop, each costing the worker about as much CPU as a whole
-    `decide`. `_CLAIM` makes the same checks and the same write, atomically for each job (not in progress,
-    still queued, not deferred; then the in-progress key with arq's own timeout), for as many jobs as
-    `max_jobs` leaves room for: a claim still excludes any other worker, stock arq ones included.
-    Everything after the claim is arq's own `run_job`. The pool arq makes packs commands in C
-    (`HiredisPackingConnection`, as the receiver's): arq's ten or so commands per job and the state writes.
-    """
-
-    _claim: AsyncScript | None = None
-
-    async def main(self) -> None:
-        if self._pool is None:  # arq's own pool, its connections then packing commands in C
-            pool = await create_pool(
-                self.redis_settings,
-                job_deserializer=self.job_deserializer,
-                job_serializer=self.job_serializer,
-                default_queue_name=self.queue_name,
-                expires_extra_ms=self.expires_extra_ms,
-            )
-            connections = pool.connection_pool
-            if connections.connection_class is Connection:  # plain TCP (not TLS, not a unix socket)
-                # connections made from now on; the one of create_pool's ping stays as it is
-                connections.connection_class = HiredisPackingConnection
-            self._pool = pool
-        # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
-        # the collector's sight, a full collection walks only what jobs allocate (10-30 ms each otherwise)
-        gc.freeze()
-        await super().main()
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        if self._claim is None:
-            self._claim = self.pool.register_script(_CLAIM)
-        timeout_ms = int(self.in_progress_timeout_s * 1000)
-        waiting = [job_id.decode() for job_id in job_ids]
-        while waiting:
-            room = self.max_jobs - self.job_counter
-            if room <= 0:
-                return  # as arq does: the next poll starts more
-            batch, waiting = waiting[:room], waiting[room:]
-            keys = [self.queue_name, *(in_progress_key_prefix + job_id for job_id in batch)]
-            try:
-                scores = await self._claim(keys=keys, args=[timestamp_ms(), timeout_ms, *batch])
-            except ResponseError as e:  # as arq treats a failed MULTI: leave the jobs to a later poll
-                log.warning("job_claim_failed", jobs=len(batch), reason=str(e))
-                return
-            for job_id, score in zip(batch, scores, strict=True):
-                if score is None:
-                    continue
-                await self.sem.acquire()  # never waits: `room` permits are free
-                self.job_counter += 1
-                task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-                self.tasks[job_id] = task
+def _redis_pool(settings: Settings) -> ArqRedis:
+    """arq's client on the shared connection set-up, with the jobs' JSON (de)serializer and queue."""
+    return ArqRedis(
+        connection_pool(settings.redis_url),
+        job_serializer=dumps,
+        job_deserializer=loads,
+        default_queue_name=settings.queue_name,
+    )
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -196,6 +127,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "cron_jobs": cron_jobs,
         "queue_name": settings.queue_name,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_pool": _redis_pool(settings),
         "job_serializer": dumps,
         "job_deserializer": loads,
         "job_timeout": settings.job_timeout_s,
@@ -205,6 +137,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "poll_delay": POLL_DELAY_S,
         "max_jobs": MAX_JOBS,
         "job_completion_wait": JOB_COMPLETION_WAIT_S,
+        "on_startup": _on_startup,
         "on_job_start": _on_job_start,
         # results are words ("published"...) and job arguments hold signatures: arq must not log them
         "log_results": False,

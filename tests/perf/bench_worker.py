@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import re
 import socket
@@ -39,11 +38,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from cli.logs import configure_logging
-from cli.worker import _NoPerJobLines  # the production worker's filter, private to its command
+from cli.worker import quiet_arq_job_lines
 from schemas.job import PROCESS_NOTIFICATION, dumps, loads, notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import notification, queued, signed
-from workers.worker import MAX_JOBS, ClaimingWorker, worker_options
+from workers.arq_adapter import ClaimingWorker
+from workers.worker import MAX_JOBS, worker_options
 
 REDIS_URL = os.environ.get("CVCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 SHOP_ID = "12345678"
@@ -98,7 +98,9 @@ async def throughput(jobs: int) -> tuple[float, float, float]:
     await _fill(settings, jobs, "noop", "cvco:bench-noop")
     noop_s = await _timed(ClaimingWorker(**noop_options))
     await _fill(settings, jobs, "noop", "cvco:bench-noop", tag="-stock")
-    stock_s = await _timed(Worker(**noop_options))
+    # arq's own pool too (its `create_pool`, connections packing commands in Python): arq as shipped
+    stock_options = {name: value for name, value in noop_options.items() if name != "redis_pool"}
+    stock_s = await _timed(Worker(**stock_options))
     await _fill(settings, jobs, PROCESS_NOTIFICATION, settings.queue_name)
     full_s = await _timed(ClaimingWorker(**options))
     published = await redis.xlen(settings.stream)
@@ -265,20 +267,17 @@ async def end_to_end(
 
 
 def _quiet_logging() -> contextlib.AbstractContextManager[object]:
-    """Production logging (JSON, one line per job, arq's per-job lines filtered out as by `cvco-ipn worker`)
+    """Production logging (JSON, one line per job, arq's info lines dropped as by `cvco-ipn worker`)
     written to /dev/null: its cost counts, not its output.
 
-    Both paths are silenced: the stdlib handler (arq's lines) and structlog's own lines, which go to
-    whatever `sys.stderr` is when they are written; use the result as a `with` around the measurement.
+    Logging is configured while `sys.stderr` is /dev/null: both structlog's writer and the stdlib handler
+    keep the stream they were given; use the result as a `with` around the measurement.
     """
-    configure_logging(json=True, buffered=True)
-    # as `cvco-ipn worker` does: arq's per-job start/end lines are dropped (by a filter, so arq still builds them)
-    logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
     devnull = open(os.devnull, "w")  # noqa: SIM115  # lives as long as the script
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(devnull)
-    return contextlib.redirect_stderr(devnull)
+    with contextlib.redirect_stderr(devnull):
+        configure_logging(json=True)
+    quiet_arq_job_lines()
+    return contextlib.nullcontext()
 
 
 def _percentiles(seconds: list[float]) -> tuple[float, float]:

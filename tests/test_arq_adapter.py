@@ -1,21 +1,24 @@
-"""The worker's one-round-trip job claim keeps arq's rules: one start per job, never a job running
-elsewhere, never a deferred one."""
+"""The arq adapter: its one-round-trip job claim keeps arq's rules (one start per job, never a job running
+elsewhere, never a deferred one), and an arq upgrade that moves what it relies on fails here first."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import Counter
 from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
-from arq.worker import func
+from arq.version import VERSION as ARQ_VERSION
+from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from ingest.redis_connection import HiredisPackingConnection
 from schemas.settings import Settings
-from workers.worker import ClaimingWorker, build_worker
+from workers.arq_adapter import ClaimingWorker
+from workers.worker import build_worker
 
 JOB = "count_start"
 
@@ -84,17 +87,26 @@ async def test_a_job_in_progress_elsewhere_or_deferred_is_left_alone(
 async def test_the_worker_pool_packs_commands_with_hiredis_and_still_runs_jobs(
     pool: ArqRedis, settings: Settings
 ) -> None:
-    """The worker's own pool makes C-packing connections (all but the one of arq's first ping) and its jobs run."""
+    """The pool handed to arq (`redis_pool=`) makes C-packing connections, and its jobs run."""
     await _enqueue_numbered(pool, settings, 20)
     starts: Counter[str] = Counter()
     worker = counting_worker(settings, starts)
     try:
+        assert worker.pool.connection_pool.connection_class is HiredisPackingConnection
         await worker.main()
-        connections = worker.pool.connection_pool
-        assert connections.connection_class is HiredisPackingConnection
-        made = [*connections._available_connections, *connections._in_use_connections]
-        assert sum(type(connection) is not HiredisPackingConnection for connection in made) <= 1
-        assert any(type(connection) is HiredisPackingConnection for connection in made)
     finally:
         await worker.close()
     assert len(starts) == 20
+
+
+async def test_arq_still_has_what_the_adapter_relies_on(settings: Settings) -> None:
+    """arq 0.28's claim step and the counters around it, as `ClaimingWorker.start_jobs` uses them: an
+    upgrade that changes any of them must be read against workers/arq_adapter.py before it lands."""
+    assert ARQ_VERSION.startswith("0.28."), f"arq {ARQ_VERSION}: re-check workers/arq_adapter.py"
+    assert list(inspect.signature(Worker.start_jobs).parameters) == ["self", "job_ids"]
+    assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"]
+    worker = build_worker(settings, cron_jobs=[], burst=True, handle_signals=False)
+    assert isinstance(worker.sem, asyncio.Semaphore)
+    assert (worker.job_counter, worker.tasks) == (0, {})
+    assert worker.max_jobs > 0
+    assert callable(worker._release_sem_dec_counter_on_complete)

@@ -1,0 +1,77 @@
+"""The one place that relies on arq's internals: a job claim in one round trip instead of four.
+
+Pinned: arq 0.28 (`arq>=0.28,<0.29` in pyproject.toml). `tests/test_arq_adapter.py` fails loudly when an
+upgrade changes what this relies on: `Worker.start_jobs(job_ids)` as the step between a poll and
+`run_job(job_id, score)`, and the `sem`, `job_counter`, `max_jobs`, `tasks` and
+`_release_sem_dec_counter_on_complete` it keeps.
+
+Why: arq 0.28 claims each polled job with WATCH, EXISTS, ZSCORE, then MULTI/PSETEX/EXEC, one job after the
+other in the polling loop. `_CLAIM` makes the same checks and the same write, atomically per job (not in
+progress, still queued, not deferred; then the in-progress key with arq's own timeout), for as many jobs
+as `max_jobs` leaves room for; a claim still excludes any other worker, stock arq ones included.
+
+Measured gain (tests/perf/bench_worker.py, same run): a no-op job drains at 1.8x the rate of arq's stock
+`Worker`, and the notification job stays above the 80 % floor of the stock no-op only with this claim.
+"""
+
+from __future__ import annotations
+
+import structlog
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import Worker
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+log = structlog.get_logger("cvco.worker")
+
+# KEYS: the queue, then the in-progress key of each job. ARGV: now (ms), in-progress timeout (ms), job ids.
+# Returns, per job, its score if claimed, else false (running elsewhere, gone from the queue, or deferred).
+_CLAIM = """
+local now = tonumber(ARGV[1])
+local claimed = {}
+for i = 2, #KEYS do
+  local score = false
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    score = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+    if score and tonumber(score) <= now then
+      redis.call('PSETEX', KEYS[i], ARGV[2], '1')
+    else
+      score = false
+    end
+  end
+  claimed[i - 1] = score
+end
+return claimed
+"""
+
+
+class ClaimingWorker(Worker):
+    """arq's `Worker`, claiming the jobs of a poll in one Lua call; everything after is arq's `run_job`."""
+
+    _claim: AsyncScript | None = None
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        if self._claim is None:
+            self._claim = self.pool.register_script(_CLAIM)
+        timeout_ms = int(self.in_progress_timeout_s * 1000)
+        waiting = [job_id.decode() for job_id in job_ids]
+        while waiting:
+            room = self.max_jobs - self.job_counter
+            if room <= 0:
+                return  # as arq does: the next poll starts more
+            batch, waiting = waiting[:room], waiting[room:]
+            keys = [self.queue_name, *(in_progress_key_prefix + job_id for job_id in batch)]
+            try:
+                scores = await self._claim(keys=keys, args=[timestamp_ms(), timeout_ms, *batch])
+            except ResponseError as e:  # as arq treats a failed MULTI: leave the jobs to a later poll
+                log.warning("job_claim_failed", jobs=len(batch), reason=str(e))
+                return
+            for job_id, score in zip(batch, scores, strict=True):
+                if score is None:
+                    continue
+                await self.sem.acquire()  # never waits: `room` permits are free
+                self.job_counter += 1
+                task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
