@@ -247,6 +247,15 @@ async def _evalsha_calls(redis: Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+async def _held_script_call(redis: Redis) -> None:
+    """Return once a client of this database waits in Redis on a script call (held by CLIENT PAUSE)."""
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    held = False
+    while not held:
+        clients = await redis.client_list()
+        held = any(c["cmd"] == "evalsha" and "b" in c["flags"] and int(c["db"]) == db for c in clients)
+
+
 async def test_writes_submitted_while_a_batch_is_in_flight_go_together_in_the_next_one(
     settings: Settings, redis: Redis
 ) -> None:
@@ -259,12 +268,17 @@ async def test_writes_submitted_while_a_batch_is_in_flight_go_together_in_the_ne
     await apply_decision(redis, settings, "0", first)  # the script is cached: one EVALSHA per batch from now
     await redis.delete(PAYMENT_PREFIX + (first.state.key if first.state else ""))
     calls_before = await _evalsha_calls(redis)
-    await redis.client_pause(300, all=False)  # WRITE mode: scripts wait, INFO still answers
-    writes = [asyncio.create_task(apply_decision(redis, settings, "0", first))]
-    await asyncio.sleep(0.05)  # the first batch is sent, and held by Redis
-    writes.append(asyncio.create_task(apply_decision(redis, settings, "0", second)))
-    await asyncio.sleep(0.05)  # a later turn
-    writes.append(asyncio.create_task(apply_decision(redis, settings, "0", third)))
+    # WRITE mode: scripts wait, CLIENT LIST and INFO still answer; lifted as soon as the writes are in
+    await redis.client_pause(10_000, all=False)
+    try:
+        writes = [asyncio.create_task(apply_decision(redis, settings, "0", first))]
+        await _held_script_call(redis)
+        writes.append(asyncio.create_task(apply_decision(redis, settings, "0", second)))
+        await asyncio.sleep(0)  # a later turn
+        writes.append(asyncio.create_task(apply_decision(redis, settings, "0", third)))
+        await asyncio.sleep(0)  # the third is submitted
+    finally:
+        await redis.client_unpause()
     stream_ids = await asyncio.gather(*writes)
     assert all(stream_ids) and len(set(stream_ids)) == 3
     assert await _evalsha_calls(redis) - calls_before == 2

@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -44,15 +43,13 @@ EXPECTED_EVENTS = Counter(
 )
 
 
-def _run_demo(**extra_env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run_demo(**extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("CVCO_REDIS_URL", "CVCO_SHOPS")}
     env.update(extra_env)
-    started = time.monotonic()
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "cli.main", "demo", "--seed", "7"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
-    return result, time.monotonic() - started
 
 
 def _table_rows(output: str, title: str) -> list[list[str]]:
@@ -69,8 +66,8 @@ def _table_rows(output: str, title: str) -> list[list[str]]:
 
 def test_demo_with_no_configuration_shows_every_scenarios_events_and_the_parked_job_then_cleans_up() -> None:
     """Embedded Redis: each scenario's exact events are printed (type, scenario, order, source), the
-    unparsable notification is in the failed list, exit 0 well under 20 s, the Redis is gone after."""
-    result, elapsed = _run_demo()
+    unparsable notification is in the failed list, exit 0, the Redis is gone after."""
+    result = _run_demo()
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "demo shop 12345678, TEST key 1122334455667788" in out
@@ -87,7 +84,6 @@ def test_demo_with_no_configuration_shows_every_scenarios_events_and_the_parked_
     (parked,) = _table_rows(out, "Failed (parked) jobs")
     assert parked[1] == "12345678" and "InvalidNotification: vads_payment_seq" in parked[3]
     assert "every scenario gave exactly the events it should" in out
-    assert elapsed < 20
     port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/0", out).group(1))  # type: ignore[union-attr]  # printed first, asserted by the matches above
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
@@ -99,7 +95,7 @@ async def test_demo_on_a_given_redis_keeps_its_data_and_writes_to_a_run_scoped_s
     await redis.set("someone:else", "untouched")
     await redis.xadd("cvco:events", {"event": json.dumps({"type": "payment.accepted"})})
     await redis.zadd(SESSIONS_KEY, {"87654321:TEST:20260101:abc123": 0})  # a real session, long due
-    result, _ = _run_demo(CVCO_REDIS_URL=TEST_REDIS_URL)
+    result = _run_demo(CVCO_REDIS_URL=TEST_REDIS_URL)
     assert result.returncode == 0, result.stdout + result.stderr
     assert await redis.get("someone:else") == b"untouched"
     assert await redis.zrange(SESSIONS_KEY, 0, -1) == [b"87654321:TEST:20260101:abc123"]  # no demo sweep ran
