@@ -2,13 +2,9 @@
 
 Each job is written as `ArqRedis.enqueue_job` writes it (`arq:job:<id>` with an expiry, then ZADD to the
 queue with score = enqueue time in ms, skipped when the job or its result already exists), but by a Lua
-script, so the check and the write are atomic in one round trip instead of WATCH/EXISTS/MULTI/EXEC.
-Requests arriving together share that round trip: a single task drains the pending jobs, writes them with
-one script call, and answers each request only once Redis has acknowledged its own job.
-
-That task talks to Redis over a connection of its own, with EVALSHA, and bounds each call with one
-`asyncio.timeout`: through the client's pool, every batch paid for a pool lock, a readiness poll of the
-socket and a task per send (redis-py's `wait_for` around each write), about 20 us of CPU a batch.
+script, so the check and the write are atomic in one call instead of WATCH/EXISTS/MULTI/EXEC. Requests
+arriving together share one round trip: a single task drains the pending jobs, sends one EVALSHA per job
+in one non-transactional pipeline, and answers each request only once Redis has acknowledged its own job.
 """
 
 from __future__ import annotations
@@ -30,23 +26,17 @@ from redis.exceptions import NoScriptError, RedisError
 from schemas.job import PROCESS_NOTIFICATION, notification_job_id
 
 MAX_BATCH = 256
-"""Jobs written by one script call at most; more wait for the next round trip."""
+"""Jobs written by one pipeline at most; more wait for the next round trip."""
 
-# KEYS: the queue, then the job key and result key of each job.
-# ARGV: the expiry in ms, then the id, serialized job and score of each job. Returns 1 (written) or 0 per job.
+# KEYS: the job key, its result key, the queue. ARGV: the expiry in ms, the serialized job, its score, its id.
+# Returns 1 (written) or 0 (the job or its result was there already).
 ENQUEUE_SCRIPT = """
-local written = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local job_key, result_key, arg = KEYS[2 * i], KEYS[2 * i + 1], 3 * i - 1
-  if redis.call('EXISTS', job_key, result_key) > 0 then
-    written[i] = 0
-  else
-    redis.call('PSETEX', job_key, ARGV[1], ARGV[arg + 1])
-    redis.call('ZADD', KEYS[1], ARGV[arg + 2], ARGV[arg])
-    written[i] = 1
-  end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
 end
-return written
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
 """
 ENQUEUE_SCRIPT_SHA = hashlib.sha1(ENQUEUE_SCRIPT.encode("ascii"), usedforsecurity=False).hexdigest()
 
@@ -110,10 +100,7 @@ class JobWriter:
     """
 
     def __init__(self, redis: Redis, queue_name: str, timeout_s: float) -> None:
-        pool = redis.connection_pool
-        # the client's own connection settings (address, database, credentials, packing), without its
-        # per-command socket timeout: `_call_script` bounds the whole exchange with one timeout instead
-        self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self._redis = redis
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pending: list[_Pending] = []
@@ -163,7 +150,6 @@ class JobWriter:
             for pending in (*self._pending, *self._writing):
                 if not pending.answer.done():
                     pending.answer.set_exception(EnqueueUnavailable("the receiver is shutting down"))
-            await self._connection.disconnect()
 
     async def _write(self, batch: list[_Pending]) -> None:
         live = [pending for pending in batch if not pending.answer.done()]
@@ -176,14 +162,8 @@ class JobWriter:
             self._writing = []
 
     async def _write_live(self, live: list[_Pending]) -> None:
-        keys: list[str] = [self._queue_name]
-        args: list[bytes | int | str] = [expires_extra_ms]
-        for pending in live:
-            job = pending.job
-            keys += (job_key_prefix + job.job_id, result_key_prefix + job.job_id)
-            args += (job.job_id, job.payload, job.enqueue_time_ms)
         try:
-            written = await self._call_script(keys, args)
+            written = await self.write_jobs([pending.job for pending in live])
         except (RedisError, OSError, TimeoutError) as e:
             for pending in live:
                 if not pending.answer.done():
@@ -191,29 +171,44 @@ class JobWriter:
             return
         for pending, was_written in zip(live, written, strict=True):
             if not pending.answer.done():
-                pending.answer.set_result(bool(was_written))
+                pending.answer.set_result(was_written)
 
-    async def _call_script(self, keys: list[str], args: list[bytes | int | str]) -> list[int]:
-        """The script's answer for these keys and arguments, within the timeout.
+    async def write_jobs(self, jobs: list[NotificationJob]) -> list[bool]:
+        """Write these jobs in one round trip, within the timeout: per job, True if new, False if there.
 
-        A connection cut short by the timeout or an error is closed by redis-py (its reply may still
-        come) and opened again by the next call. One that Redis closed while it sat idle (a restart, a
-        `timeout` setting) is only found out by using it: that call is made once more on a fresh
-        connection, which is safe, since a job the first try did write comes back as already there.
+        A connection that Redis closed while it sat idle (a restart, a `timeout` setting) is only found out
+        by using it: the batch is sent once more on a fresh connection, which is safe, since a job the
+        first try did write comes back as already there.
         """
         async with asyncio.timeout(self._timeout_s):
             try:
-                return await self._script_reply(keys, args)
+                return await self._pipeline(jobs)
             except RedisConnectionError:
-                return await self._script_reply(keys, args)
+                return await self._pipeline(jobs)
 
-    async def _script_reply(self, keys: list[str], args: list[bytes | int | str]) -> list[int]:
-        connection = self._connection
-        await connection.send_command("EVALSHA", ENQUEUE_SCRIPT_SHA, len(keys), *keys, *args)
-        try:
-            written: list[int] = await connection.read_response()
-        except NoScriptError:
-            # a restarted or flushed Redis forgot the script: send it whole, which caches it again
-            await connection.send_command("EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args)
-            written = await connection.read_response()
-        return written
+    async def _pipeline(self, jobs: list[NotificationJob], *, whole_script: bool = False) -> list[bool]:
+        command, script = ("EVAL", ENQUEUE_SCRIPT) if whole_script else ("EVALSHA", ENQUEUE_SCRIPT_SHA)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                # execute_command: redis-py types `evalsha`'s arguments as str only, the payload is bytes
+                pipe.execute_command(
+                    command,
+                    script,
+                    3,
+                    job_key_prefix + job.job_id,
+                    result_key_prefix + job.job_id,
+                    self._queue_name,
+                    expires_extra_ms,
+                    job.payload,
+                    job.enqueue_time_ms,
+                    job.job_id,
+                )
+            replies = await pipe.execute(raise_on_error=False)
+        if not whole_script and any(isinstance(reply, NoScriptError) for reply in replies):
+            # a restarted or flushed Redis forgot the script: send it whole, which caches it again (a job
+            # another call wrote meanwhile comes back as already there)
+            return await self._pipeline(jobs, whole_script=True)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [bool(reply) for reply in replies]
