@@ -15,11 +15,11 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from core.sessions import track_session
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig, load_settings
 from simulator.deliver import RetryPolicy, Summary, play
 from simulator.scenarios import ALL, SCENARIOS, Delivery, Platform
-from workers.sessions import track_session
 
 
 def _positive(kind: type[int] | type[float]) -> Any:

@@ -19,12 +19,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
+from core.redis_connection import connection_pool
 from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
 from ingest.metrics import Outcome, ReceiverMetrics
 from ingest.network import client_address
-from ingest.redis_connection import connection_pool
 from ingest.rejections import Rejected
 from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS, RequestContext
 from schemas.settings import Settings

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-FORENSICS_STREAM = "cvco:forensics:signature"
+from core.keys import FORENSICS_STREAM
 
 log = structlog.get_logger(__name__)
 

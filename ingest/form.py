@@ -12,6 +12,7 @@ from datetime import UTC
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from core.signature import SIGNATURE_FIELD, sign_fields
 from ingest.form_rules import (
     CVCO_FIXED,
     CVCO_MAX_CAPTURE_DELAY,
@@ -20,7 +21,6 @@ from ingest.form_rules import (
     FormRuleError,
     check_fields,
 )
-from ingest.signature import SIGNATURE_FIELD, sign_fields
 from schemas.settings import ShopConfig
 
 

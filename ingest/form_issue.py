@@ -12,13 +12,13 @@ from typing import cast
 import structlog
 from redis.asyncio import Redis
 
+from core.sessions import track_session
 from ingest.form import FormOrder, PaymentRequest, SignedForm, build_form
 from ingest.form_html import render_form, render_page
 from ingest.form_rules import FormRuleError
 from ingest.trans_ids import allocate_trans_id
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Mode, Settings
-from workers.sessions import track_session
 
 log = structlog.get_logger("ingest.form")
 

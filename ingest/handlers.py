@@ -10,12 +10,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from core.signature import SIGNATURE_FIELD, verify_signature
 from ingest.body import parse_form_body
 from ingest.enqueue import build_job
 from ingest.forensics import keep_signature_failure
 from ingest.network import is_allowed
 from ingest.rejections import Rejected
-from ingest.signature import SIGNATURE_FIELD, verify_signature
 from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"

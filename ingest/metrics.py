@@ -19,8 +19,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-FAILED_INDEX = "cvco:failed:index"
-"""Sorted set of parked jobs, written by the workers' failed-job store."""
+from core.keys import FAILED_INDEX
 
 Outcome = Literal["ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable"]
 OUTCOMES: tuple[Outcome, ...] = (

@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from core.keys import TRANS_ID_COUNTER_PREFIX
+
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 6
 HALF = 36**3  # the Feistel works on two 3-character halves
 SPACE = HALF * HALF  # 36^6 = 2,176,782,336 ids per shop per day
 ROUNDS = 4
-COUNTER_PREFIX = "cvco:trans_id:"
 COUNTER_TTL_S = 2 * 86400  # outlives its UTC day whatever the clock skew between processes
 
 
@@ -80,7 +81,7 @@ async def allocate_trans_id(redis: Redis, shop_id: str, now: datetime | None = N
     """Claim the next id of the shop's UTC day; `vads_trans_date` is `now` (default: the clock), in UTC."""
     moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     day = moment.strftime("%Y%m%d")
-    key = f"{COUNTER_PREFIX}{shop_id}:{day}"
+    key = f"{TRANS_ID_COUNTER_PREFIX}{shop_id}:{day}"
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(key)
         pipe.expire(key, COUNTER_TTL_S)

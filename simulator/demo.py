@@ -26,6 +26,7 @@ from arq.cron import CronJob
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.sessions import track_session
 from ingest.app import create_app
 from schemas.job import notification_job_id
 from schemas.session import PendingPayment
@@ -35,7 +36,6 @@ from simulator.embedded_redis import EmbeddedRedis, free_port
 from simulator.scenarios import ALL, SCENARIOS, Delivery, Platform
 from workers import failed_store
 from workers.jobs import publish_session_expiry
-from workers.sessions import track_session
 from workers.worker import build_worker
 
 DEMO_SHOP_ID = "12345678"

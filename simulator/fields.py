@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ingest.signature import SIGNATURE_FIELD, sign_fields
+from core.signature import SIGNATURE_FIELD, sign_fields
 from schemas.settings import ShopConfig
 
 MASK = "X"

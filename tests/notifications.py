@@ -9,7 +9,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from ingest.signature import sign_fields
+from core.signature import sign_fields
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID

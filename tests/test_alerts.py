@@ -13,11 +13,12 @@ from aiosmtpd.smtp import Envelope
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.keys import ALERT_OUTBOX, ALERT_SENDER_LEASE, ALERT_SENDING
 from schemas.notification import InvalidNotification
 from schemas.settings import Settings
 from tests.conftest import SmtpServer, free_port, silent_server
 from workers import failed_store
-from workers.alerts import OUTBOX, SENDER_LEASE, SENDING, Alert, AlertKind, deliver_alerts, record_alert
+from workers.alerts import Alert, AlertKind, deliver_alerts, record_alert
 from workers.failures import park_job
 
 FIELDS = {
@@ -106,7 +107,7 @@ async def test_smtp_down_keeps_the_alert_and_sends_it_once_smtp_is_back(
     assert await failed_store.get(redis, "ipn:while-down") is not None
     assert await deliver_alerts(redis, down) == 0
     assert await deliver_alerts(redis, down) == 0
-    assert await redis.llen(OUTBOX) == 1  # type: ignore[misc]  # async client
+    assert await redis.llen(ALERT_OUTBOX) == 1  # type: ignore[misc]  # async client
     up = mail_settings(settings, smtp_server.url)
     assert await deliver_alerts(redis, up) == 1
     assert await deliver_alerts(redis, up) == 0
@@ -137,7 +138,7 @@ async def test_alerts_of_different_shops_or_kinds_are_not_folded_together(
 async def test_without_smtp_url_alerts_are_logged_only(redis: Redis, settings: Settings) -> None:
     """No CVCO_SMTP_URL: the alert is logged and nothing piles up in Redis."""
     await park(redis, settings, "ipn:no-mail")
-    assert await redis.llen(OUTBOX) == 0  # type: ignore[misc]  # async client
+    assert await redis.llen(ALERT_OUTBOX) == 0  # type: ignore[misc]  # async client
     assert await deliver_alerts(redis, settings) == 0
 
 
@@ -149,16 +150,16 @@ async def test_an_alert_left_by_a_sender_killed_mid_send_is_mailed_by_the_next(
     settings = mail_settings(settings, smtp_server.url)
     await park(redis, settings, "ipn:orphan")
     # what the killed sender did before dying: took the lease (here a short one) and the alert
-    await redis.set(SENDER_LEASE, "dead-sender", px=300)
-    assert await redis.lmove(OUTBOX, SENDING, "RIGHT", "LEFT") is not None
+    await redis.set(ALERT_SENDER_LEASE, "dead-sender", px=300)
+    assert await redis.lmove(ALERT_OUTBOX, ALERT_SENDING, "RIGHT", "LEFT") is not None
     assert await deliver_alerts(redis, settings) == 0
-    assert await redis.llen(SENDING) == 1  # type: ignore[misc]  # async client
+    assert await redis.llen(ALERT_SENDING) == 1  # type: ignore[misc]  # async client
     await asyncio.sleep(0.4)
     assert await deliver_alerts(redis, settings) == 1
     assert "cvco-ipn replay ipn:orphan" in body(smtp_server.mailbox.messages[0])
-    assert await redis.llen(SENDING) == 0  # type: ignore[misc]  # async client
-    assert await redis.llen(OUTBOX) == 0  # type: ignore[misc]  # async client
-    assert await redis.exists(SENDER_LEASE) == 0
+    assert await redis.llen(ALERT_SENDING) == 0  # type: ignore[misc]  # async client
+    assert await redis.llen(ALERT_OUTBOX) == 0  # type: ignore[misc]  # async client
+    assert await redis.exists(ALERT_SENDER_LEASE) == 0
 
 
 async def test_a_summary_cut_short_mid_send_keeps_its_count_for_the_next_sender(
@@ -178,7 +179,7 @@ async def test_a_summary_cut_short_mid_send_keeps_its_count_for_the_next_sender(
         sender.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sender
-    assert await redis.exists(SENDER_LEASE) == 0
+    assert await redis.exists(ALERT_SENDER_LEASE) == 0
     assert await deliver_alerts(redis, settings) == 1
     summary = body(smtp_server.mailbox.messages[1])
     assert "2 alertes de ce type regroupées" in summary

@@ -10,7 +10,7 @@ import time
 from arq.connections import ArqRedis
 from pydantic import SecretStr
 
-from ingest.forensics import FORENSICS_STREAM
+from core.keys import ALERT_OUTBOX, FORENSICS_STREAM
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SmtpServer, free_port
 from tests.notifications import (
@@ -24,7 +24,7 @@ from tests.notifications import (
     queued,
 )
 from workers import failed_store
-from workers.alerts import OUTBOX, deliver_alerts
+from workers.alerts import deliver_alerts
 from workers.watch import check_queue_age, check_signature_bursts
 
 
@@ -66,7 +66,7 @@ async def test_smtp_down_does_not_stop_processing_and_the_alert_follows_later(
     await drain(down)
     assert await failed_store.get(pool, parked_id) is not None
     assert await deliver_alerts(pool, down) == 0
-    assert await pool.llen(OUTBOX) == 1  # type: ignore[misc]  # async client
+    assert await pool.llen(ALERT_OUTBOX) == 1  # type: ignore[misc]  # async client
 
     good = with_mail(settings, f"smtp://127.0.0.1:{free_port()}")
     await enqueue_notification(pool, good, queued(notification("AUTHORISED", trans_id="Zz99Yy"), shop))
@@ -88,7 +88,7 @@ async def test_oldest_queued_job_past_the_limit_raises_a_queue_alert(
     await enqueue_notification(pool, settings, queued(notification("AUTHORISED"), shop))
     young = await check_queue_age(pool, settings)
     assert young is not None and young < 5
-    assert await pool.llen(OUTBOX) == 0  # type: ignore[misc]  # async client
+    assert await pool.llen(ALERT_OUTBOX) == 0  # type: ignore[misc]  # async client
     old = await check_queue_age(pool, settings, now=time.time() + 120)
     assert old is not None and old > 60
     assert await deliver_alerts(pool, settings) == 1

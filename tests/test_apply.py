@@ -12,6 +12,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from core.keys import PAYMENT_PREFIX
+from core.sessions import load_session
 from schemas.notification import parse_notification
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import TEST_REDIS_URL
@@ -25,10 +27,9 @@ from tests.notifications import (
     notification,
     queued,
 )
-from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
+from workers.apply import PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
 from workers.decide import PaymentState, decide
 from workers.jobs import handle_notification
-from workers.sessions import load_session
 
 SINGLE_LIFE = [
     notification("WAITING_AUTHORISATION", auth=None),

@@ -15,7 +15,7 @@ from arq.version import VERSION as ARQ_VERSION
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from ingest.redis_connection import HiredisPackingConnection
+from core.redis_connection import HiredisPackingConnection
 from schemas.settings import Settings
 from workers.arq_adapter import ClaimingWorker
 from workers.worker import build_worker

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from core.keys import SESSIONS_KEY
 from tests.conftest import TEST_REDIS_URL
-from workers.sessions import SESSIONS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,13 +12,14 @@ from arq.connections import ArqRedis
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.keys import SESSION_RECORD_PREFIX, SESSIONS_KEY
+from core.sessions import load_session, track_session
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, TEST_REDIS_URL, SmtpServer
 from tests.notifications import TRANS_ID, drain, enqueue_notification, notification, queued
 from workers.alerts import deliver_alerts
 from workers.expiry import sweep_expired_sessions
-from workers.sessions import SESSION_RECORD_PREFIX, SESSIONS_KEY, load_session, track_session
 
 
 def pending(trans_id: str, *, trans_date: datetime, timeout_s: float = 1) -> PendingPayment:

@@ -9,11 +9,12 @@ from typing import Any
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.keys import FAILED_INDEX, FAILED_PREFIX
 from schemas.settings import Settings
 from tests.conftest import SmtpServer
 from workers import failed_store
 from workers.alerts import deliver_alerts
-from workers.failed_store import FAILED_INDEX, FAILED_PREFIX, failed_id_for_job
+from workers.failed_store import failed_id_for_job
 from workers.failures import park_job
 
 PAYLOAD = {"fields": {"vads_site_id": "12345678", "vads_order_id": "CMD-9", "vads_trans_uuid": "ab" * 16}}

@@ -21,10 +21,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from core.signature import verify_signature
 from ingest.form import CartLine, Customer, FormOrder, sign_form
 from ingest.form_html import render_page
 from ingest.form_issue import issue_form
-from ingest.signature import verify_signature
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, free_port
 

@@ -11,11 +11,12 @@ from html.parser import HTMLParser
 
 from redis.asyncio import Redis
 
-from ingest.signature import verify_signature
+from core.keys import SESSIONS_KEY
+from core.sessions import load_session
+from core.signature import verify_signature
 from schemas.notification import payment_key
 from schemas.settings import ShopConfig
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY, TEST_REDIS_URL
-from workers.sessions import SESSIONS_KEY, load_session
 
 SHOPS = json.dumps({SHOP_ID: {"test_key": TEST_KEY, "production_key": PRODUCTION_KEY}})
 

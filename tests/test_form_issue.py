@@ -8,15 +8,16 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from core.keys import SESSIONS_KEY
+from core.sessions import load_session
+from core.signature import verify_signature
 from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.form_rules import FormRuleError
-from ingest.signature import verify_signature
 from ingest.trans_ids import trans_id_for
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
-from workers.sessions import SESSIONS_KEY, load_session
 
 NOW = datetime(2024, 7, 14, 12, 0, 0, tzinfo=UTC)
 

@@ -12,12 +12,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.keys import SESSIONS_KEY
+from core.signature import verify_signature
 from ingest.app import create_app
 from ingest.forms_api import FORMS_PATH, add_form_routes
-from ingest.signature import verify_signature
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
-from workers.sessions import SESSIONS_KEY
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,8 +9,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.signature import compute_signature, verify_signature
 from ingest.body import BodyError, parse_form_body
-from ingest.signature import compute_signature, verify_signature
 from schemas.notification import InvalidNotification, parse_notification
 from schemas.settings import ShopConfig
 from tests.reliability.notifications import accepted_payment

@@ -19,7 +19,7 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from ingest.signature import compute_signature, sign_fields
+from core.signature import compute_signature, sign_fields
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, free_port
 from tests.reliability.inprocess import CONTRACT_CODES, FORM, ReceiverClient, receiver_client

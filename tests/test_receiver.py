@@ -18,9 +18,9 @@ from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 from structlog.testing import LogCapture
 
+from core.signature import sign_fields
 from ingest import enqueue
 from ingest.app import create_app
-from ingest.signature import sign_fields
 from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 from schemas.settings import Settings, ShopConfig

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from ingest.redis_connection import HiredisPackingConnection
+from core.redis_connection import HiredisPackingConnection
 from tests.conftest import TEST_REDIS_URL
 
 arguments = st.lists(

@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 import pytest
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM, keep_signature_failure
+from core.keys import FORENSICS_STREAM
+from ingest.forensics import keep_signature_failure
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID
 from tests.test_receiver import FORM, notification, receiver, signed, stored_job

@@ -13,8 +13,8 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM
-from ingest.signature import compute_signature, sign_fields
+from core.keys import FORENSICS_STREAM
+from core.signature import compute_signature, sign_fields
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY
 from tests.reliability.inprocess import FORM, ReceiverClient, receiver_client

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlencode
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.signature import compute_signature, sign_fields, signed_string, verify_signature
+from core.signature import compute_signature, sign_fields, signed_string, verify_signature
 from schemas.settings import ShopConfig
 
 OFFICIAL_KEY = "1122334455667788"

@@ -17,13 +17,14 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from ingest.signature import verify_signature
+from core.keys import SESSIONS_KEY
+from core.sessions import track_session
+from core.signature import verify_signature
 from schemas.session import PendingPayment
 from schemas.settings import ShopConfig
 from simulator.deliver import SUCCESS_STATUSES, RetryPolicy, TokenBucket, deliver, play
 from simulator.scenarios import build_scenario
 from tests.conftest import SHOP_ID, TEST_KEY, free_port
-from workers.sessions import SESSIONS_KEY, track_session
 
 FAST = RetryPolicy(timeout_s=1.0, retries=4, interval_s=0.01)
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from ingest.signature import verify_signature
+from core.signature import verify_signature
 from schemas.notification import InvalidNotification, parse_notification
 from schemas.settings import ShopConfig
 from simulator.scenarios import ALL, REFUSAL_CODES, SCENARIOS, Delivery, Platform, build_scenario

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from core.keys import TRANS_ID_COUNTER_PREFIX
 from ingest.trans_ids import (
-    COUNTER_PREFIX,
     SPACE,
     TransIdsExhausted,
     allocate_trans_id,
@@ -87,13 +87,13 @@ async def test_the_trans_date_is_the_allocation_time_in_utc_on_the_counters_day(
     identity = await allocate_trans_id(redis, SHOP_ID, local)
     assert identity.trans_date == datetime(2024, 7, 14, 23, 30, 5, tzinfo=UTC)
     assert identity.trans_date_field == "20240714233005"
-    assert await redis.get(f"{COUNTER_PREFIX}{SHOP_ID}:20240714") == b"1"
-    assert await redis.exists(f"{COUNTER_PREFIX}{SHOP_ID}:20240715") == 0
+    assert await redis.get(f"{TRANS_ID_COUNTER_PREFIX}{SHOP_ID}:20240714") == b"1"
+    assert await redis.exists(f"{TRANS_ID_COUNTER_PREFIX}{SHOP_ID}:20240715") == 0
 
 
 async def test_the_counter_expires_after_about_two_days(redis: Redis) -> None:
     await allocate_trans_id(redis, SHOP_ID, NOON)
-    ttl = await redis.ttl(f"{COUNTER_PREFIX}{SHOP_ID}:20240714")
+    ttl = await redis.ttl(f"{TRANS_ID_COUNTER_PREFIX}{SHOP_ID}:20240714")
     assert 86400 < ttl <= 2 * 86400
 
 

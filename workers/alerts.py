@@ -22,17 +22,19 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from core.keys import (
+    ALERT_FOLDED,
+    ALERT_FOLDED_LAST,
+    ALERT_OUTBOX,
+    ALERT_SENDER_LEASE,
+    ALERT_SENDING,
+    ALERT_WINDOW_PREFIX,
+)
 from schemas.settings import Settings
 from workers.mailer import MAIL_ERRORS, mail_enabled, send_mail
 
-OUTBOX = "cvco:alerts:outbox"
 OUTBOX_MAX = 10_000
-SENDING = "cvco:alerts:sending"
-SENDER_LEASE = "cvco:alerts:sender"
 SENDER_LEASE_S = 60.0
-WINDOW_PREFIX = "cvco:alerts:window:"
-FOLDED = "cvco:alerts:folded"
-FOLDED_LAST = "cvco:alerts:folded:last"
 ALL_SHOPS = "*"
 
 AlertKind = Literal[
@@ -114,8 +116,10 @@ async def record_alert(redis: Redis, settings: Settings, alert: Alert) -> None:
     if not mail_enabled(settings):
         return
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(OUTBOX, alert.model_dump_json())
-        pipe.ltrim(OUTBOX, 0, OUTBOX_MAX - 1)  # the oldest unsent alerts go first when SMTP is down for days
+        pipe.lpush(ALERT_OUTBOX, alert.model_dump_json())
+        pipe.ltrim(
+            ALERT_OUTBOX, 0, OUTBOX_MAX - 1
+        )  # the oldest unsent alerts go first when SMTP is down for days
         await pipe.execute()
 
 
@@ -136,8 +140,8 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 async def _peek_folded(redis: Redis, group: str) -> tuple[int, str | None]:
     """How many alerts of this group were folded since its last mail, and the latest of them."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hget(FOLDED, group)
-        pipe.hget(FOLDED_LAST, group)
+        pipe.hget(ALERT_FOLDED, group)
+        pipe.hget(ALERT_FOLDED_LAST, group)
         count, last = await pipe.execute()
     return int(count or 0), last.decode() if last else None
 
@@ -145,11 +149,11 @@ async def _peek_folded(redis: Redis, group: str) -> tuple[int, str | None]:
 async def _settle_folded(redis: Redis, group: str, mailed: int) -> None:
     """The `mailed` folded alerts went out: forget them (only those: later folds wait for the next mail)."""
     if mailed:
-        await redis.eval(_SETTLE_FOLDED, 2, FOLDED, FOLDED_LAST, group, str(mailed))  # type: ignore[misc]  # async client
+        await redis.eval(_SETTLE_FOLDED, 2, ALERT_FOLDED, ALERT_FOLDED_LAST, group, str(mailed))  # type: ignore[misc]  # async client
 
 
 async def _open_window(redis: Redis, settings: Settings, group: str) -> bool:
-    return bool(await redis.set(WINDOW_PREFIX + group, "1", nx=True, ex=settings.alert_window_s))
+    return bool(await redis.set(ALERT_WINDOW_PREFIX + group, "1", nx=True, ex=settings.alert_window_s))
 
 
 async def _mail(settings: Settings, alert: Alert, folded: int) -> bool:
@@ -167,7 +171,7 @@ async def _mail(settings: Settings, alert: Alert, folded: int) -> bool:
 async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
     """Summary mails for windows that closed with folded alerts; (mails sent, SMTP still answering)."""
     sent = 0
-    for raw_group in await redis.hkeys(FOLDED):  # type: ignore[misc]  # async client
+    for raw_group in await redis.hkeys(ALERT_FOLDED):  # type: ignore[misc]  # async client
         group = raw_group.decode()
         if not await _open_window(redis, settings, group):
             continue
@@ -177,10 +181,10 @@ async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
         try:
             mailed = await _mail(settings, Alert.model_validate_json(last), folded)
         except asyncio.CancelledError:
-            await asyncio.shield(redis.delete(WINDOW_PREFIX + group))
+            await asyncio.shield(redis.delete(ALERT_WINDOW_PREFIX + group))
             raise
         if not mailed:
-            await redis.delete(WINDOW_PREFIX + group)  # the summary is tried again at the next run
+            await redis.delete(ALERT_WINDOW_PREFIX + group)  # the summary is tried again at the next run
             return sent, False
         await _settle_folded(redis, group, folded)
         sent += 1
@@ -190,9 +194,9 @@ async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
 async def _put_back(redis: Redis, group: str, raw: str) -> None:
     """An alert not mailed: back at the outbox's sending end (first out next time), its window closed."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(WINDOW_PREFIX + group)
-        pipe.lrem(SENDING, 1, raw)
-        pipe.rpush(OUTBOX, raw)
+        pipe.delete(ALERT_WINDOW_PREFIX + group)
+        pipe.lrem(ALERT_SENDING, 1, raw)
+        pipe.rpush(ALERT_OUTBOX, raw)
         await pipe.execute()
 
 
@@ -214,37 +218,37 @@ async def deliver_alerts(
     first. Such an alert may then be mailed twice; never lost.
     """
     if not mail_enabled(settings):
-        await redis.delete(OUTBOX, SENDING)
+        await redis.delete(ALERT_OUTBOX, ALERT_SENDING)
         return 0
     token = secrets.token_hex(8)
-    if not await redis.set(SENDER_LEASE, token, nx=True, px=int(lease_s * 1000)):
+    if not await redis.set(ALERT_SENDER_LEASE, token, nx=True, px=int(lease_s * 1000)):
         return 0
     try:
         return await _deliver(redis, settings, limit, budget_s)
     finally:
-        await redis.eval(_RELEASE, 1, SENDER_LEASE, token)  # type: ignore[misc]  # async client
+        await redis.eval(_RELEASE, 1, ALERT_SENDER_LEASE, token)  # type: ignore[misc]  # async client
 
 
 async def _deliver(redis: Redis, settings: Settings, limit: int, budget_s: float | None) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (budget_s if budget_s is not None else float("inf"))
     # what a sender that died mid-send left: back at the sending end of the outbox
-    while await redis.lmove(SENDING, OUTBOX, "RIGHT", "RIGHT") is not None:
+    while await redis.lmove(ALERT_SENDING, ALERT_OUTBOX, "RIGHT", "RIGHT") is not None:
         log.warning("alert_recovered", reason="its sender stopped before mailing it")
     sent, smtp_up = await _flush_folded(redis, settings)
     for _ in range(limit if smtp_up else 0):
         if loop.time() > deadline:
             break
-        taken = await redis.lmove(OUTBOX, SENDING, "RIGHT", "LEFT")
+        taken = await redis.lmove(ALERT_OUTBOX, ALERT_SENDING, "RIGHT", "LEFT")
         if taken is None:
             break
         raw: str = taken.decode("utf-8")
         alert = Alert.model_validate_json(raw)
         if not await _open_window(redis, settings, alert.group):
             async with redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(FOLDED, alert.group, 1)
-                pipe.hset(FOLDED_LAST, alert.group, raw)
-                pipe.lrem(SENDING, 1, raw)
+                pipe.hincrby(ALERT_FOLDED, alert.group, 1)
+                pipe.hset(ALERT_FOLDED_LAST, alert.group, raw)
+                pipe.lrem(ALERT_SENDING, 1, raw)
                 await pipe.execute()
             continue
         folded, _ = await _peek_folded(redis, alert.group)
@@ -257,6 +261,6 @@ async def _deliver(redis: Redis, settings: Settings, limit: int, budget_s: float
             await _put_back(redis, alert.group, raw)
             break
         await _settle_folded(redis, alert.group, folded)
-        await redis.lrem(SENDING, 1, raw)  # type: ignore[misc]  # async client
+        await redis.lrem(ALERT_SENDING, 1, raw)  # type: ignore[misc]  # async client
         sent += 1
     return sent

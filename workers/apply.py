@@ -8,7 +8,7 @@ Redis layout (all under `cvco:`):
   `event_id` when the state is the same, so consumers still deduplicate).
 - `settings.stream` (stream): one entry per event, field `event` (JSON) plus `type`, `shop_id`,
   `event_id` for filtering, trimmed with `MAXLEN ~ settings.stream_maxlen`.
-- `cvco:sessions` (sorted set) and `cvco:session:<payment key>` (`workers.sessions`): a payment that got
+- `cvco:sessions` (sorted set) and `cvco:session:<payment key>` (`core.sessions`): a payment that got
   past pending leaves the watch (member and record), so the expiry sweeper has nothing to do for it. The
   record's key is built in the script from the payment key (one Redis, no Cluster: arq has none either).
 
@@ -29,12 +29,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from core.keys import PAYMENT_PREFIX, SESSION_RECORD_PREFIX, SESSIONS_KEY
 from schemas.settings import Settings
 from workers.decide import Decision, PaymentState
 from workers.events import event_json
-from workers.sessions import SESSION_RECORD_PREFIX, SESSIONS_KEY
 
-PAYMENT_PREFIX = "cvco:payment:"
 PAYMENT_TTL_S = 120 * 86400
 
 # KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, then 8 per item:

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 import structlog
 from redis.asyncio import Redis
 
+from core.keys import SESSIONS_KEY
+from core.sessions import end_watch, load_session
 from schemas.errors import TRANSIENT_ERRORS
 from schemas.settings import Settings
 from workers.jobs import publish_session_expiry
-from workers.sessions import SESSIONS_KEY, end_watch, load_session
 
 SWEEP_BATCH = 500
 """Sessions handled per sweep at most; the rest wait for the next run."""

@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-FAILED_PREFIX = "cvco:failed:"
-FAILED_INDEX = "cvco:failed:index"
+from core.keys import FAILED_INDEX, FAILED_PREFIX
+
 REPLAY_JOB_PREFIX = "replay:"
 _SCAN_CHUNK = 500
 

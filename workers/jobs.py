@@ -21,7 +21,8 @@ from datetime import datetime
 import structlog
 from redis.asyncio import Redis
 
-from ingest.signature import verify_signature
+from core.sessions import track_session
+from core.signature import verify_signature
 from schemas.errors import PermanentError
 from schemas.job import QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
@@ -29,7 +30,6 @@ from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision
 from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
-from workers.sessions import track_session
 
 log = structlog.get_logger("cvco.worker")
 MAX_ATTEMPTS = 50

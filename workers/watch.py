@@ -18,7 +18,7 @@ import structlog
 from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM
+from core.keys import ALERTED_PREFIX, FORENSICS_STREAM
 from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
@@ -29,14 +29,13 @@ from workers.failures import PARK_MARGIN_S
 SWEEP_EVERY_S = 10
 CHECK_EVERY_S = 30
 ONCE_PER_PAYMENT_S = 7 * 86400
-ONCE_PREFIX = "cvco:alerted:"
 BURST_SCAN_MAX = 10_000
 
 log = structlog.get_logger(__name__)
 
 
 async def _first_time(redis: Redis, kind: str, key: str) -> bool:
-    return bool(await redis.set(f"{ONCE_PREFIX}{kind}:{key}", "1", nx=True, ex=ONCE_PER_PAYMENT_S))
+    return bool(await redis.set(f"{ALERTED_PREFIX}{kind}:{key}", "1", nx=True, ex=ONCE_PER_PAYMENT_S))
 
 
 async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> None:

@@ -21,7 +21,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.cron import CronJob
 from arq.worker import Function, Worker
 
-from ingest.redis_connection import connection_pool
+from core.redis_connection import connection_pool
 from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
 from workers.arq_adapter import ClaimingWorker

@@ -49,7 +49,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ingest.signature import sign_fields  # noqa: E402  # the project root is put on sys.path just above
+from core.signature import sign_fields  # noqa: E402  # the project root is put on sys.path just above
 from schemas.settings import ShopConfig  # noqa: E402  # same reason
 
 SHOP_ID = "12345678"
@@ -163,7 +163,7 @@ def _ms(value: str) -> float:
 def _percentile_ms(wrk_report: str, percent: int) -> float:
     """A line of wrk's latency distribution (`     99%    5.01ms`), anchored at the start of the line:
     a thread-stats column such as `57.50%` must not be taken for the 50% line."""
-    match = re.search(rf"^\s+{percent}%\s+(\S+)$", wrk_report, re.MULTILINE)
+    match = re.search(rf"^\s+{percent}%\s+(\S+)\s*$", wrk_report, re.MULTILINE)  # wrk pads "1.77s "
     if match is None:
         raise SystemExit(f"no {percent}% line in wrk's report:\n{wrk_report}")
     return _ms(match.group(1))

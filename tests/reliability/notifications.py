@@ -11,7 +11,7 @@ import hashlib
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from ingest.signature import sign_fields
+from core.signature import sign_fields
 from schemas.settings import ShopConfig
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
-from ingest.signature import compute_signature
+from core.sessions import track_session
+from core.signature import compute_signature
 from schemas.session import PendingPayment
 from simulator.deliver import RetryPolicy, Summary, play
 from simulator.platform import Delivery
@@ -21,7 +22,6 @@ from simulator.scenarios import SCENARIOS, build_scenario
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY
 from tests.reliability.accounting import STREAM, wait_for_events
 from tests.reliability.processes import Cluster, shop_config
-from workers.sessions import track_session
 
 # a whole token: digits inside a hex id (trans_uuid, event_id, job id) are not a card number
 _DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d{13,19}(?![0-9A-Za-z])")

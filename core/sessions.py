@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from core.keys import SESSION_RECORD_PREFIX, SESSIONS_KEY
 from schemas.session import PendingPayment
 
-SESSIONS_KEY = "cvco:sessions"
-SESSION_RECORD_PREFIX = "cvco:session:"
 RECORD_TTL_AFTER_DEADLINE_S = 30 * 86400
 
 

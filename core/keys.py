@@ -1,0 +1,31 @@
+"""Every Redis key name of cvco-ipn (arq's own keys aside), for whichever process writes or reads it."""
+
+from __future__ import annotations
+
+SESSIONS_KEY = "cvco:sessions"
+"""Sorted set of watched payment sessions: member = payment key, score = deadline (epoch seconds)."""
+SESSION_RECORD_PREFIX = "cvco:session:"
+"""+ payment key (string): the watched session's `PendingPayment` as JSON."""
+
+PAYMENT_PREFIX = "cvco:payment:"
+"""+ payment key (hash): the payment's state and version, written by the workers' compare-and-set."""
+
+FORENSICS_STREAM = "cvco:forensics:signature"
+"""Stream of rejected (bad signature) requests, written by the receiver, read by the workers' checks."""
+
+FAILED_PREFIX = "cvco:failed:"
+"""+ failed id (hash): a parked job, written by the workers, listed and replayed by `cvco-ipn failed`."""
+FAILED_INDEX = "cvco:failed:index"
+"""Sorted set of parked jobs (id -> last failure time), also counted by the receiver's `/metrics`."""
+
+TRANS_ID_COUNTER_PREFIX = "cvco:trans_id:"
+"""+ shop and UTC day: the form builder's transaction-id counter."""
+
+ALERTED_PREFIX = "cvco:alerted:"
+"""+ kind and payment key: set once a payment's alert of that kind was raised."""
+ALERT_OUTBOX = "cvco:alerts:outbox"
+ALERT_SENDING = "cvco:alerts:sending"
+ALERT_SENDER_LEASE = "cvco:alerts:sender"
+ALERT_WINDOW_PREFIX = "cvco:alerts:window:"
+ALERT_FOLDED = "cvco:alerts:folded"
+ALERT_FOLDED_LAST = "cvco:alerts:folded:last"
