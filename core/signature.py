@@ -1,6 +1,7 @@
-"""The form API signature (form-api.md §1), for forms, browser returns and notifications alike.
+"""The form API signature (form-api.md §1), for forms, browser returns and notifications alike, and the
+one authentication of a notification that the receiver and the workers both run.
 
-Pure functions: no I/O, no settings lookup beyond the `ShopConfig` handed in.
+Pure functions: no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import hmac
 from collections.abc import Mapping
 from typing import Literal
 
-from schemas.settings import Algorithm, ShopConfig
+from schemas.errors import PermanentError
+from schemas.settings import Algorithm, Settings, ShopConfig
 
 SIGNATURE_FIELD = "signature"
 
@@ -64,3 +66,32 @@ def sign_fields(fields: Mapping[str, str], shop: ShopConfig, mode: str) -> str:
     if key is None:
         raise ValueError(f"shop has no key for mode {mode}")
     return compute_signature(fields, key, shop.algorithms[0])
+
+
+class NotAuthentic(PermanentError):
+    """The notification does not authenticate against these settings; the message is a one-line reason."""
+
+
+class UnknownShop(NotAuthentic):
+    """The notification names a shop, or a mode of it, that these settings do not accept."""
+
+
+class SignatureMismatch(NotAuthentic):
+    """The signature does not verify against the shop's key (a forgery, or keys rotated since it was sent)."""
+
+
+def authenticate(fields: Mapping[str, str], settings: Settings) -> None:
+    """Accept the notification only from a configured shop, in a mode it accepts, correctly signed.
+
+    The receiver runs it before queueing, the worker again before applying (never trust the queue).
+    """
+    shop_id = fields.get("vads_site_id", "")
+    shop = settings.shops.get(shop_id)
+    if shop is None:
+        raise UnknownShop(f"vads_site_id {shop_id!r} is not a configured shop")
+    mode = fields.get("vads_ctx_mode", "")
+    if mode not in shop.modes:
+        raise UnknownShop(f"shop {shop_id} does not accept vads_ctx_mode {mode!r}")
+    # never "no_key" here: a ShopConfig holds a key for every mode it accepts
+    if verify_signature(fields, fields.get(SIGNATURE_FIELD, ""), shop) != "valid":
+        raise SignatureMismatch("signature mismatch")

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
 from core.redis_connection import connection_pool
+from core.signature import UnknownShop
 from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
@@ -42,6 +43,8 @@ def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
     match error:
         case Rejected():
             return error.status, error.outcome, error.reason
+        case UnknownShop():
+            return 403, "forbidden", str(error)
         case BodyError():
             return 400, "bad_request", str(error)
         case EnqueueUnavailable():

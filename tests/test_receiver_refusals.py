@@ -96,7 +96,10 @@ async def test_unknown_shop_is_403(settings: Settings, shop: ShopConfig, redis: 
     fields = signed(notification(vads_site_id="87654321"), shop)
     async with receiver(settings) as client:
         response = await client.post("/ipn", data=urlencode(fields), headers=FORM)
-        assert (response.status, await response.text()) == (403, "unknown vads_site_id")
+        assert (response.status, await response.text()) == (
+            403,
+            "vads_site_id '87654321' is not a configured shop",
+        )
     await assert_nothing_queued(redis, settings)
 
 

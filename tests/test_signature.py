@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.signature import compute_signature, sign_fields, signed_string, verify_signature
-from schemas.settings import ShopConfig
+from core.signature import (
+    SignatureMismatch,
+    UnknownShop,
+    authenticate,
+    compute_signature,
+    sign_fields,
+    signed_string,
+    verify_signature,
+)
+from schemas.settings import Settings, ShopConfig
 
 OFFICIAL_KEY = "1122334455667788"
 OFFICIAL_FIELDS = {
@@ -124,3 +133,19 @@ def test_values_survive_the_form_urlencoded_round_trip(fields: dict[str, str]) -
 def test_non_vads_fields_are_ignored(fields: dict[str, str], others: dict[str, str]) -> None:
     """Fields not starting with `vads_` (the submit button, `signature`) are not signed."""
     assert compute_signature({**others, **fields}, "k", "SHA-1") == compute_signature(fields, "k", "SHA-1")
+
+
+def test_authenticate_accepts_only_a_configured_shop_and_mode_with_a_valid_signature() -> None:
+    """The one check the receiver and the worker share: each way to fail has its own class and reason."""
+    from pydantic import SecretStr
+
+    shop = ShopConfig(test_key=SecretStr(OFFICIAL_KEY), modes=("TEST",))
+    settings = Settings(shops={"12345678": shop})
+    signed = {**OFFICIAL_FIELDS, "signature": sign_fields(OFFICIAL_FIELDS, shop, "TEST")}
+    authenticate(signed, settings)
+    with pytest.raises(UnknownShop, match="vads_site_id '87654321' is not a configured shop"):
+        authenticate({**signed, "vads_site_id": "87654321"}, settings)
+    with pytest.raises(UnknownShop, match="does not accept vads_ctx_mode 'PRODUCTION'"):
+        authenticate({**signed, "vads_ctx_mode": "PRODUCTION"}, settings)
+    with pytest.raises(SignatureMismatch):
+        authenticate({**signed, "vads_amount": "5125"}, settings)

@@ -3,8 +3,8 @@
 Entry points for the rest of the project:
 
 - `handle_notification(redis, settings, queued) -> Outcome`: everything `process_notification` does.
-  Raises a `PermanentError` for what retrying cannot fix (unknown shop or mode, signature no longer valid
-  against this worker's settings, `InvalidNotification`, malformed cascade, unknown status); lets Redis
+  Raises a `PermanentError` for what retrying cannot fix (`core.signature.NotAuthentic` against this
+  worker's settings, `InvalidNotification`, malformed cascade, unknown status); lets Redis
   errors (transient) and `StateContention` (a `TimeoutError`) propagate so the caller retries.
 - `publish_session_expiry(redis, settings, pending, now) -> Outcome`: a `payment.expired` event (status
   `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
@@ -22,10 +22,9 @@ import structlog
 from redis.asyncio import Redis
 
 from core.sessions import track_session
-from core.signature import verify_signature
-from schemas.errors import PermanentError
+from core.signature import authenticate
 from schemas.job import QueuedNotification
-from schemas.notification import Notification, parse_notification, payment_key
+from schemas.notification import parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision
@@ -33,14 +32,6 @@ from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
 
 log = structlog.get_logger("cvco.worker")
 MAX_ATTEMPTS = 50
-
-
-class UnknownShop(PermanentError):
-    """The notification names a shop (or a mode of it) this worker's settings do not accept."""
-
-
-class SignatureNoLongerValid(PermanentError):
-    """The signature does not verify against this worker's keys (keys rotated since it was queued?)."""
 
 
 class StateContention(TimeoutError):
@@ -67,22 +58,6 @@ class Outcome:
     @property
     def published(self) -> bool:
         return self.result == "published"
-
-
-def authenticate(settings: Settings, queued: QueuedNotification) -> Notification:
-    """Re-check what the receiver checked, against this worker's own settings: never trust the queue."""
-    fields = queued.fields
-    shop_id = fields.get("vads_site_id", "")
-    shop = settings.shops.get(shop_id)
-    if shop is None:
-        raise UnknownShop(f"vads_site_id {shop_id!r} is not a configured shop")
-    mode = fields.get("vads_ctx_mode", "")
-    if mode not in shop.modes:
-        raise UnknownShop(f"shop {shop_id} does not accept vads_ctx_mode {mode!r}")
-    verdict = verify_signature(fields, fields.get("signature", ""), shop)
-    if verdict != "valid":
-        raise SignatureNoLongerValid(f"signature check for shop {shop_id} {mode}: {verdict}")
-    return parse_notification(fields)
 
 
 async def _apply_until_settled(
@@ -128,7 +103,8 @@ def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
 
 async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> Outcome:
     """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
-    note = authenticate(settings, queued)
+    authenticate(queued.fields, settings)  # what the receiver checked, against this worker's own settings
+    note = parse_notification(queued.fields)
     key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
     decision, stream_id = await _apply_until_settled(
         redis, settings, key, lambda state: decide(state, note, queued.received_at), queued.received_at
