@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -64,7 +64,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     app = request.app
     method, path = request.method, request.path
     context = RequestContext(
-        request_id=uuid.uuid4().hex,
+        request_id=secrets.token_hex(16),
         client_ip=client_address(
             request.remote, request.headers.get("X-Forwarded-For"), app[SETTINGS].trusted_proxies
         ),

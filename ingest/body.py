@@ -7,7 +7,7 @@ must be valid UTF-8, and a field name given twice is refused (which value was si
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 
 class BodyError(ValueError):
@@ -15,9 +15,12 @@ class BodyError(ValueError):
 
 
 def _unquote(part: str) -> str:
-    """`%XX` octets decoded as UTF-8, strictly (a `%` not followed by two hex digits stays as it is)."""
+    """`%XX` octets decoded as UTF-8, strictly (a `%` not followed by two hex digits stays as it is).
+
+    The same text as `unquote(part, errors="strict")`, in one pass instead of one per ASCII run.
+    """
     try:
-        return unquote(part, encoding="utf-8", errors="strict")
+        return unquote_to_bytes(part).decode("utf-8")
     except UnicodeDecodeError:
         raise BodyError(f"{part[:64]!r} is not UTF-8 once %-decoded") from None
 

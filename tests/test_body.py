@@ -89,7 +89,7 @@ def test_garbage_bytes_raise_only_body_error(raw: bytes) -> None:
         assert all(isinstance(name, str) and isinstance(value, str) for name, value in fields.items())
 
 
-# raw segments rich in what the fast %-decoder rewrites: backslashes, `x`, stray and partial escapes
+# raw segments rich in stray and partial escapes next to multi-byte text
 escape_heavy = st.text(st.sampled_from(list("%\\x0123456789aAfFgG+é😀")), max_size=24)
 
 
