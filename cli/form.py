@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.logs import configure_logging
-from ingest.form import CartLine, Customer, FormOrder, Shipping
-from ingest.form_issue import IssuedForm, issue_form
-from ingest.form_rules import PRODUCT_TYPES, FormRuleError
+from forms.form import CartLine, Customer, FormOrder, Shipping
+from forms.issue import IssuedForm, issue_form
+from forms.rules import PRODUCT_TYPES, FormRuleError
 from schemas.settings import Settings, load_settings
 
 

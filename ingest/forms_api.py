@@ -15,9 +15,9 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from ingest.form import FormOrder
-from ingest.form_issue import issue_form
-from ingest.form_rules import FormRuleError
+from forms.form import FormOrder
+from forms.issue import issue_form
+from forms.rules import FormRuleError
 from schemas.settings import Settings
 
 FORMS_PATH = "/forms"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from core.signature import verify_signature
-from ingest.form import CartLine, Customer, PaymentRequest, Shipping, build_form, request_fields, sign_form
-from ingest.form_rules import FormRuleError
+from forms.form import CartLine, Customer, PaymentRequest, Shipping, build_form, request_fields, sign_form
+from forms.rules import FormRuleError
 from schemas.settings import Algorithm, ShopConfig
 from tests.conftest import SHOP_ID, TEST_KEY
 from tests.test_signature import OFFICIAL_FIELDS

@@ -22,9 +22,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from core.signature import verify_signature
-from ingest.form import CartLine, Customer, FormOrder, sign_form
-from ingest.form_html import render_page
-from ingest.form_issue import issue_form
+from forms.form import CartLine, Customer, FormOrder, sign_form
+from forms.html import render_page
+from forms.issue import issue_form
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, free_port
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.form import Customer, PaymentRequest, build_form
-from ingest.form_html import BUTTON_LABEL, render_form, render_page
+from forms.form import Customer, PaymentRequest, build_form
+from forms.html import BUTTON_LABEL, render_form, render_page
 from schemas.settings import ShopConfig
 from tests.conftest import SHOP_ID
 

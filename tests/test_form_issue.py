@@ -11,10 +11,10 @@ from structlog.testing import capture_logs
 from core.keys import SESSIONS_KEY
 from core.sessions import load_session
 from core.signature import verify_signature
-from ingest.form import FormOrder
-from ingest.form_issue import issue_form
-from ingest.form_rules import FormRuleError
-from ingest.trans_ids import trans_id_for
+from forms.form import FormOrder
+from forms.issue import issue_form
+from forms.rules import FormRuleError
+from forms.trans_ids import trans_id_for
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID

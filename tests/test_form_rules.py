@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.form_rules import (
+from forms.rules import (
     FIELD_FORMATS,
     PRODUCT_TYPES,
     FormRuleError,

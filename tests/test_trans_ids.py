@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from core.keys import TRANS_ID_COUNTER_PREFIX
-from ingest.trans_ids import (
+from forms.trans_ids import (
     SPACE,
     TransIdsExhausted,
     allocate_trans_id,

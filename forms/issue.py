@@ -13,14 +13,14 @@ import structlog
 from redis.asyncio import Redis
 
 from core.sessions import track_session
-from ingest.form import FormOrder, PaymentRequest, SignedForm, build_form
-from ingest.form_html import render_form, render_page
-from ingest.form_rules import FormRuleError
-from ingest.trans_ids import allocate_trans_id
+from forms.form import FormOrder, PaymentRequest, SignedForm, build_form
+from forms.html import render_form, render_page
+from forms.rules import FormRuleError
+from forms.trans_ids import allocate_trans_id
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Mode, Settings
 
-log = structlog.get_logger("ingest.form")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

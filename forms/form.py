@@ -1,7 +1,7 @@
 """The signed Chèque-Vacances Connect payment form (seed guide §9–§10), built from a payment request.
 
 Pure: no I/O. `build_form(request, shop)` gives the ordered fields and their signature, or raises
-`FormRuleError` (one line: field, value, rule). `ingest.form_issue` adds the trans_id and the session.
+`FormRuleError` (one line: field, value, rule). `forms.issue` adds the trans_id and the session.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from core.signature import SIGNATURE_FIELD, sign_fields
-from ingest.form_rules import (
+from forms.rules import (
     CVCO_FIXED,
     CVCO_MAX_CAPTURE_DELAY,
     EXT_INFO_PREFIX,
@@ -105,7 +105,7 @@ class FormOrder(BaseModel):
 
 
 class PaymentRequest(FormOrder):
-    """An order with its transaction identity (see `ingest.trans_ids`)."""
+    """An order with its transaction identity (see `forms.trans_ids`)."""
 
     trans_id: str
     trans_date: AwareDatetime
