@@ -9,41 +9,25 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from forms.form import FormOrder
 from forms.issue import issue_form
 from forms.rules import FormRuleError
+from ingest.rejections import Rejected
+from ingest.state import REDIS, SETTINGS
 from schemas.settings import Settings
 
 FORMS_PATH = "/forms"
-FORMS_REDIS = web.AppKey("forms_redis", Redis)
-FORMS_SETTINGS = web.AppKey("forms_settings", Settings)
 
 
 def add_form_routes(app: web.Application, settings: Settings) -> None:
-    """Register `POST /forms` and its Redis client, only when `settings.api_token` is set."""
+    """Register `POST /forms`, only when `settings.api_token` is set; it uses the receiver's Redis client."""
     if settings.api_token is None or not settings.api_token.get_secret_value():
         return
-    app[FORMS_SETTINGS] = settings
-    app.cleanup_ctx.append(_forms_redis)
     app.router.add_post(FORMS_PATH, create_form)
-
-
-async def _forms_redis(app: web.Application) -> AsyncIterator[None]:
-    settings = app[FORMS_SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
-    app[FORMS_REDIS] = redis
-    yield
-    await redis.aclose()
 
 
 def _authorized(request: web.Request, settings: Settings) -> bool:
@@ -61,29 +45,30 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def _one_line(status: int, reason: str) -> web.Response:
-    return web.Response(status=status, text=" ".join(reason.split()))
+def _refused(status: int, reason: str) -> Rejected:
+    """A refusal the receiver's middleware answers, its reason on one line."""
+    return Rejected(status, "forbidden" if status == 401 else "bad_request", " ".join(reason.split()))
 
 
 async def create_form(request: web.Request) -> web.Response:
     """Issue a signed form: 401 without the bearer token, 400 for non-JSON, 422 for a broken rule."""
-    settings = request.app[FORMS_SETTINGS]
+    settings = request.app[SETTINGS]
     if not _authorized(request, settings):
-        return _one_line(401, "missing or wrong bearer token")
+        raise _refused(401, "missing or wrong bearer token")
     try:
         body = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return _one_line(400, f"body is not JSON: {e}")
+        raise _refused(400, f"body is not JSON: {e}") from None
     if not isinstance(body, dict):
-        return _one_line(400, "body must be a JSON object")
+        raise _refused(400, "body must be a JSON object")
     auto_submit = body.pop("auto_submit", False) is True
     try:
         order = FormOrder.model_validate(body)
-        issued = await issue_form(request.app[FORMS_REDIS], settings, order)
+        issued = await issue_form(request.app[REDIS], settings, order)
     except ValidationError as e:
-        return _one_line(422, _describe(e))
+        raise _refused(422, _describe(e)) from None
     except FormRuleError as e:
-        return _one_line(422, str(e))
+        raise _refused(422, str(e)) from None
     answer = issued.as_json()
     answer["html"] = issued.page(auto_submit=auto_submit)
     answer["form_html"] = issued.fragment()

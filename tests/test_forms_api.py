@@ -1,8 +1,8 @@
-"""`POST /forms` on the receiver (through `create_app`) and on a bare application."""
+"""`POST /forms` on the receiver (`create_app`), on its Redis client and its one-line refusals."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from core.keys import SESSIONS_KEY
 from core.signature import verify_signature
 from ingest.app import create_app
-from ingest.forms_api import FORMS_PATH, add_form_routes
+from ingest.forms_api import FORMS_PATH
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
 
@@ -24,26 +24,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ORDER = {"shop_id": SHOP_ID, "amount": 2990, "order_id": "CMD-42", "mode": "TEST"}
 
 
-def bare_app(settings: Settings) -> web.Application:
-    app = web.Application()
-    add_form_routes(app, settings)
-    return app
-
-
-AppFactory = Callable[[Settings], web.Application]
-
-
-@pytest.fixture(params=[create_app, bare_app], ids=["receiver", "bare"])
-def app_factory(request: pytest.FixtureRequest) -> AppFactory:
-    factory: AppFactory = request.param
-    return factory
-
-
 @pytest.fixture
-async def client(
-    settings: Settings, redis: Redis, app_factory: AppFactory
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = app_factory(settings.model_copy(update={"api_token": SecretStr(TOKEN)}))
+async def client(settings: Settings, redis: Redis) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    app = create_app(settings.model_copy(update={"api_token": SecretStr(TOKEN)}))
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
@@ -135,9 +118,9 @@ async def test_a_body_that_is_not_a_json_object_is_400(
 
 @pytest.mark.parametrize("token", [None, ""])
 async def test_without_a_token_configured_forms_is_404(
-    settings: Settings, redis: Redis, app_factory: AppFactory, token: str | None
+    settings: Settings, redis: Redis, token: str | None
 ) -> None:
-    app = app_factory(
+    app = create_app(
         settings.model_copy(update={"api_token": SecretStr(token) if token is not None else None})
     )
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
