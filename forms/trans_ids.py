@@ -35,10 +35,6 @@ class TransactionIdentity:
     trans_id: str
     trans_date: datetime
 
-    @property
-    def trans_date_field(self) -> str:
-        return self.trans_date.strftime("%Y%m%d%H%M%S")
-
 
 def _round_value(half: int, round_no: int, tweak: str) -> int:
     digest = hashlib.blake2b(f"{tweak}:{round_no}:{half}".encode(), digest_size=8).digest()
@@ -50,14 +46,6 @@ def permute(index: int, tweak: str) -> int:
     left, right = divmod(index, HALF)
     for round_no in range(ROUNDS):
         left, right = right, (left + _round_value(right, round_no, tweak)) % HALF
-    return left * HALF + right
-
-
-def unpermute(value: int, tweak: str) -> int:
-    """The inverse of `permute` (it proves `permute` is a bijection)."""
-    left, right = divmod(value, HALF)
-    for round_no in reversed(range(ROUNDS)):
-        left, right = (right - _round_value(left, round_no, tweak)) % HALF, left
     return left * HALF + right
 
 
