@@ -35,7 +35,7 @@ from simulator.deliver import Outcome, RetryPolicy, Summary, play
 from simulator.embedded_redis import EmbeddedRedis, free_port
 from simulator.scenarios import ALL, SCENARIOS, Delivery, Platform
 from workers import failed_store
-from workers.jobs import publish_session_expiry
+from workers.payment_updates import publish_session_expiry
 from workers.worker import build_worker
 
 DEMO_SHOP_ID = "12345678"

@@ -25,7 +25,7 @@ from tests.notifications import (
 )
 from workers import failed_store
 from workers.alerts import deliver_alerts
-from workers.watch import check_queue_age, check_signature_bursts
+from workers.monitoring import check_queue_age, check_signature_bursts
 
 
 def with_mail(settings: Settings, url: str) -> Settings:

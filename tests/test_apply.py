@@ -29,7 +29,7 @@ from tests.notifications import (
 )
 from workers.apply import PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
 from workers.decide import PaymentState, decide
-from workers.jobs import handle_notification
+from workers.payment_updates import handle_notification
 
 SINGLE_LIFE = [
     notification("WAITING_AUTHORISATION", auth=None),

@@ -13,7 +13,7 @@ from schemas.event import PaymentEvent
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import TEST_REDIS_URL
 from tests.notifications import notification, queued
-from workers.jobs import handle_notification
+from workers.payment_updates import handle_notification
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from core.keys import SESSIONS_KEY
 from core.sessions import end_watch, load_session
 from schemas.errors import TRANSIENT_ERRORS
 from schemas.settings import Settings
-from workers.jobs import publish_session_expiry
+from workers.payment_updates import publish_session_expiry
 
 SWEEP_BATCH = 500
 """Sessions handled per sweep at most; the rest wait for the next run."""

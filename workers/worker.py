@@ -7,7 +7,7 @@ on arq's client over the shared connection set-up (`redis_pool=`). Stock arq wor
 the same queue.
 
 `worker_options` wraps the job in the retry-or-park policy (workers/failures.py) and adds the cron jobs
-of workers/watch.py (session-expiry sweep, alert sender, signature-burst and queue-age checks).
+of workers/monitoring.py (session-expiry sweep, alert sender, signature-burst and queue-age checks).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
 from workers.arq_adapter import ClaimingWorker
 from workers.failures import JobHandler, notification_function
-from workers.jobs import handle_notification
-from workers.watch import alert_on_outcome, scheduled_jobs
+from workers.monitoring import alert_on_outcome, scheduled_jobs
+from workers.payment_updates import handle_notification
 
 log = structlog.get_logger("cvco.worker")
 
