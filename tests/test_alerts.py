@@ -6,7 +6,6 @@ import asyncio
 import email
 import email.policy
 from email.message import Message
-from typing import Any
 
 import pytest
 from aiosmtpd.smtp import Envelope
@@ -19,6 +18,7 @@ from schemas.settings import Settings
 from tests.conftest import SmtpServer, free_port, silent_server
 from workers import failed_store
 from workers.alerts import Alert, AlertKind, deliver_alerts, record_alert
+from workers.context import WorkerContext
 from workers.failures import park_job
 
 FIELDS = {
@@ -52,7 +52,7 @@ def body(envelope: Envelope) -> str:
 
 
 async def park(redis: Redis, settings: Settings, failed_id: str) -> None:
-    ctx: dict[str, Any] = {"redis": redis, "job_id": failed_id, "job_try": 1}
+    ctx: WorkerContext = {"redis": redis, "job_id": failed_id, "job_try": 1}
     error = InvalidNotification("vads_payment_seq", "is not valid JSON")
     await park_job(ctx, settings, {"fields": FIELDS, "request_id": "r"}, error, failed_id)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-from typing import Any
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -14,6 +13,7 @@ from schemas.settings import Settings
 from tests.conftest import SmtpServer
 from workers import failed_store
 from workers.alerts import deliver_alerts
+from workers.context import WorkerContext
 from workers.failed_store import failed_id_for_job
 from workers.failures import park_job
 
@@ -63,7 +63,7 @@ async def test_dropping_entries_raises_an_alert(
         update={"failed_max": 10, "smtp_url": SecretStr(smtp_server.url), "alert_to": ["ops@example.com"]}
     )
     for n in range(11):
-        ctx: dict[str, Any] = {"redis": redis, "job_id": f"ipn:{n}", "job_try": 1}
+        ctx: WorkerContext = {"redis": redis, "job_id": f"ipn:{n}", "job_try": 1}
         await park_job(ctx, settings, PAYLOAD, ValueError("boom"), f"ipn:{n}")
     assert await failed_store.count(redis) == 10
     assert await deliver_alerts(redis, settings) == 2  # one job_parked (the rest folded), one failed_dropped

@@ -15,6 +15,7 @@ from schemas.notification import InvalidNotification
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import notification, queued
 from workers import failed_store
+from workers.context import WorkerContext
 from workers.failures import PARK_MARGIN_S, JobHandler, backoff_s, notification_function, with_failure_policy
 from workers.worker import build_worker
 
@@ -61,7 +62,7 @@ async def test_transient_redis_error_is_retried_and_then_succeeds(pool: ArqRedis
     """A Redis ConnectionError on the first try is retried by arq; the second try succeeds, nothing parked."""
     tries: list[int] = []
 
-    async def handler(ctx: dict[str, Any], payload: Any) -> str:
+    async def handler(ctx: WorkerContext, payload: Any) -> str:
         tries.append(ctx["job_try"])
         if len(tries) == 1:
             raise RedisConnectionError("Redis went away")
@@ -81,7 +82,7 @@ async def test_transient_error_every_time_is_parked_after_max_tries(
     settings = settings.model_copy(update={"max_tries": 3})
     calls: list[int] = []
 
-    async def handler(ctx: dict[str, Any], payload: Any) -> None:
+    async def handler(ctx: WorkerContext, payload: Any) -> None:
         calls.append(ctx["job_try"])
         raise TimeoutError("Redis did not answer")
 
@@ -99,7 +100,7 @@ async def test_permanent_error_is_parked_at_once_without_retry(pool: ArqRedis, s
     """An InvalidNotification is parked on the first try, with its message and the raw payload."""
     calls: list[int] = []
 
-    async def handler(ctx: dict[str, Any], payload: Any) -> None:
+    async def handler(ctx: WorkerContext, payload: Any) -> None:
         calls.append(ctx["job_try"])
         raise InvalidNotification("vads_payment_seq", "is not valid JSON")
 
@@ -121,7 +122,7 @@ async def test_a_job_whose_tries_all_died_with_their_worker_is_parked_not_run_ag
     instead of running it again, so arq never drops it silently at its own limit."""
     calls: list[int] = []
 
-    async def handler(ctx: dict[str, Any], payload: Any) -> None:
+    async def handler(ctx: WorkerContext, payload: Any) -> None:
         calls.append(ctx["job_try"])
 
     await enqueue(pool, settings, "ipn:poison")
@@ -138,7 +139,7 @@ async def test_a_job_whose_tries_all_died_with_their_worker_is_parked_not_run_ag
 async def test_unexpected_bug_is_parked_with_its_traceback(pool: ArqRedis, settings: Settings) -> None:
     """A bug (KeyError) is not retried and not lost: parked with the traceback naming where it happened."""
 
-    async def buggy_handler(ctx: dict[str, Any], payload: Any) -> None:
+    async def buggy_handler(ctx: WorkerContext, payload: Any) -> None:
         raise KeyError("vads_missing")
 
     await enqueue(pool, settings, "ipn:bug")
@@ -155,7 +156,7 @@ async def test_handler_timeout_is_retried_not_lost(pool: ArqRedis, settings: Set
     settings = settings.model_copy(update={"job_timeout_s": 1})
     calls: list[int] = []
 
-    async def slow_once(ctx: dict[str, Any], payload: Any) -> str:
+    async def slow_once(ctx: WorkerContext, payload: Any) -> str:
         calls.append(ctx["job_try"])
         if len(calls) == 1:
             await asyncio.sleep(5)
@@ -173,7 +174,7 @@ async def test_parking_the_same_notification_again_updates_its_entry(
 ) -> None:
     """A replay that fails again updates tries, parks and last failure time instead of adding an entry."""
 
-    async def always_invalid(ctx: dict[str, Any], payload: Any) -> None:
+    async def always_invalid(ctx: WorkerContext, payload: Any) -> None:
         raise InvalidNotification("vads_amount", "must be a whole number")
 
     await enqueue(pool, settings, "ipn:twice")
@@ -195,7 +196,7 @@ async def test_replayed_job_that_succeeds_leaves_the_store(pool: ArqRedis, setti
     """The wrapper recognises `replay:<id>:<n>` and removes entry <id> once the replay succeeds."""
     fixed = False
 
-    async def handler(ctx: dict[str, Any], payload: Any) -> str:
+    async def handler(ctx: WorkerContext, payload: Any) -> str:
         if not fixed:
             raise InvalidNotification("vads_site_id", "unknown shop")
         return "applied"
@@ -223,7 +224,7 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
 def test_registration_leaves_arq_room_to_park(settings: Settings) -> None:
     """arq's own timeout and max_tries exceed the policy's, so arq never ends a job the wrapper should park."""
 
-    async def handler(ctx: dict[str, Any], payload: Any) -> None:
+    async def handler(ctx: WorkerContext, payload: Any) -> None:
         return None
 
     function = notification_function(handler, settings)

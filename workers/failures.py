@@ -21,10 +21,9 @@ import functools
 import random
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from arq.typing import WorkerCoroutine
 from arq.worker import Function, Retry, func
 from pydantic import ValidationError
 
@@ -33,6 +32,7 @@ from schemas.job import PROCESS_NOTIFICATION
 from schemas.settings import Settings
 from workers import failed_store
 from workers.alerts import ALL_SHOPS, Alert, notification_summary, record_alert
+from workers.context import WorkerContext, arq_function
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
@@ -47,8 +47,8 @@ class WorkerDied(PermanentError):
     """A job whose tries keep killing their worker (a poison notification): parked, not tried again."""
 
 
-JobHandler = Callable[[dict[str, Any], Any], Awaitable[Any]]
-OutcomeHook = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+JobHandler = Callable[[WorkerContext, Any], Awaitable[Any]]
+OutcomeHook = Callable[[WorkerContext, Any, Any], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +99,7 @@ def dropped_alert(dropped: list[str], failed_max: int) -> Alert:
 
 
 async def park_job(
-    ctx: dict[str, Any], settings: Settings, payload: Any, error: BaseException, failed_id: str
+    ctx: WorkerContext, settings: Settings, payload: Any, error: BaseException, failed_id: str
 ) -> None:
     """Keep the job in the failed-job store and alert; if Redis is down, arq retries the job later."""
     redis = ctx["redis"]
@@ -145,7 +145,7 @@ def with_failure_policy(
     """
 
     @functools.wraps(handler)
-    async def run(ctx: dict[str, Any], payload: Any) -> Any:
+    async def run(ctx: WorkerContext, payload: Any) -> Any:
         settings: Settings = ctx["settings"]
         job_try = int(ctx["job_try"])
         failed_id = failed_store.failed_id_for_job(str(ctx["job_id"]))
@@ -189,7 +189,7 @@ def notification_function(
 ) -> Function:
     """The arq registration of `process_notification` wrapped in the retry-or-park policy."""
     return func(
-        cast(WorkerCoroutine, with_failure_policy(handler, on_outcome=on_outcome)),
+        arq_function(with_failure_policy(handler, on_outcome=on_outcome)),
         name=PROCESS_NOTIFICATION,
         timeout=settings.job_timeout_s + PARK_MARGIN_S,
         max_tries=settings.max_tries + ARQ_EXTRA_TRIES,

@@ -22,6 +22,7 @@ from core.keys import ALERTED_PREFIX, FORENSICS_STREAM
 from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
+from workers.context import WorkerContext, arq_function
 from workers.decide import ACCEPTED_AFTER_EXPIRY, CASCADE_PARTIAL
 from workers.expiry import sweep_expired_sessions
 from workers.failures import PARK_MARGIN_S
@@ -38,7 +39,7 @@ async def _first_time(redis: Redis, kind: str, key: str) -> bool:
     return bool(await redis.set(f"{ALERTED_PREFIX}{kind}:{key}", "1", nx=True, ex=ONCE_PER_PAYMENT_S))
 
 
-async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> None:
+async def alert_on_outcome(ctx: WorkerContext, payload: Any, result: Any) -> None:
     """After a published notification: alert on a partial cascade or an acceptance after a detected expiry.
 
     `result` is what `process_notification` returned; most jobs carry no flag and cost nothing here.
@@ -148,11 +149,11 @@ async def check_queue_age(redis: Redis, settings: Settings, *, now: float | None
     return age_s
 
 
-async def _sweep(ctx: dict[str, Any]) -> int:
+async def _sweep(ctx: WorkerContext) -> int:
     return await sweep_expired_sessions(ctx["redis"], ctx["settings"])
 
 
-async def _deliver(ctx: dict[str, Any]) -> int:
+async def _deliver(ctx: WorkerContext) -> int:
     settings: Settings = ctx["settings"]
     # the lease outlasts the run: arq cancels the cron at its timeout, and the lease is released then
     return await deliver_alerts(
@@ -163,7 +164,7 @@ async def _deliver(ctx: dict[str, Any]) -> int:
     )
 
 
-async def _checks(ctx: dict[str, Any]) -> None:
+async def _checks(ctx: WorkerContext) -> None:
     await check_signature_bursts(ctx["redis"], ctx["settings"])
     await check_queue_age(ctx["redis"], ctx["settings"])
 
@@ -178,7 +179,13 @@ def scheduled_jobs(settings: Settings, *, sweep_every_s: int = SWEEP_EVERY_S) ->
     checks = set(range(0, 60, CHECK_EVERY_S))
     timeout = settings.job_timeout_s + PARK_MARGIN_S
     return [
-        cron(_sweep, name="cvco_session_expiry", second=every, run_at_startup=True, timeout=timeout),
-        cron(_deliver, name="cvco_alert_sender", second=every, timeout=timeout),
-        cron(_checks, name="cvco_checks", second=checks, timeout=timeout),
+        cron(
+            arq_function(_sweep),
+            name="cvco_session_expiry",
+            second=every,
+            run_at_startup=True,
+            timeout=timeout,
+        ),
+        cron(arq_function(_deliver), name="cvco_alert_sender", second=every, timeout=timeout),
+        cron(arq_function(_checks), name="cvco_checks", second=checks, timeout=timeout),
     ]

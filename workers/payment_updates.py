@@ -1,12 +1,14 @@
-"""What a notification job does, and the exactly-once path a detected session expiry shares with it.
+"""The notification job, and the exactly-once path a detected session expiry shares with it.
 
 Entry points for the rest of the project:
 
-- `handle_notification(redis, settings, queued) -> Outcome`: everything `process_notification` does.
+- `process_notification(ctx, payload)`: the arq job (re-validate the queued JSON, `handle_notification`,
+  one summary line).
+- `handle_notification(redis, settings, queued) -> JobOutcome`: authenticate, decide, apply.
   Raises a `PermanentError` for what retrying cannot fix (`core.signature.NotAuthentic` against this
   worker's settings, `InvalidNotification`, malformed cascade, unknown status); lets Redis
   errors (transient) and `StateContention` (a `TimeoutError`) propagate so the caller retries.
-- `publish_session_expiry(redis, settings, pending, now) -> Outcome`: a `payment.expired` event (status
+- `publish_session_expiry(redis, settings, pending, now) -> JobOutcome`: a `payment.expired` event (status
   `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
   or a restart publish it once.
 - `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, `.is_final`).
@@ -14,9 +16,11 @@ Entry points for the rest of the project:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -28,6 +32,7 @@ from schemas.notification import parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision
+from workers.context import WorkerContext
 from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
 
 log = structlog.get_logger("cvco.worker")
@@ -39,7 +44,7 @@ class StateContention(TimeoutError):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class JobOutcome:
     """What a notification or an expiry did: `result` is published, duplicate or stale (ignored).
 
     `flags` (only when published) name what the alerts watch: `cascade_partial`,
@@ -50,7 +55,6 @@ class Outcome:
     payment_key: str
     event_type: str | None = None
     event_id: str | None = None
-    stream_id: str | None = None
     phase: str | None = None
     flags: tuple[str, ...] = ()
     reason: str = ""
@@ -66,7 +70,7 @@ async def _apply_until_settled(
     key: str,
     decide_on: Callable[[PaymentState | None], Decision],
     received: datetime,
-) -> tuple[Decision, str | None]:
+) -> Decision:
     """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
 
     The first decision assumes a payment never seen (most notifications are a payment's first); a
@@ -78,38 +82,38 @@ async def _apply_until_settled(
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
         if decision.state is None:
-            return decision, None
+            return decision
         try:
-            return decision, await apply_decision(redis, settings, version, decision, order)
+            await apply_decision(redis, settings, version, decision, order)
+            return decision
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version
     raise StateContention(f"payment {key} changed under {MAX_ATTEMPTS} attempts in a row")
 
 
-def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
+def _outcome(key: str, decision: Decision) -> JobOutcome:
     event = decision.event_data
     phase = decision.state.phase if decision.state else None
-    return Outcome(
+    return JobOutcome(
         result=decision.result,
         payment_key=key,
         event_type=event["type"] if event else None,
         event_id=event["event_id"] if event else None,
-        stream_id=stream_id,
         phase=phase,
         flags=decision.flags,
         reason=decision.reason,
     )
 
 
-async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> Outcome:
+async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> JobOutcome:
     """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
     authenticate(queued.fields, settings)  # what the receiver checked, against this worker's own settings
     note = parse_notification(queued.fields)
     key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
-    decision, stream_id = await _apply_until_settled(
+    decision = await _apply_until_settled(
         redis, settings, key, lambda state: decide(state, note, queued.received_at), queued.received_at
     )
-    outcome = _outcome(key, decision, stream_id)
+    outcome = _outcome(key, decision)
     if outcome.phase == "pending" and outcome.published:
         await track_session(
             redis,
@@ -130,20 +134,58 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
 
 async def publish_session_expiry(
     redis: Redis, settings: Settings, pending: PendingPayment, now: datetime
-) -> Outcome:
+) -> JobOutcome:
     """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
-    decision, stream_id = await _apply_until_settled(
+    decision = await _apply_until_settled(
         redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now
     )
-    outcome = _outcome(pending.key, decision, stream_id)
+    outcome = _outcome(pending.key, decision)
     _log(outcome)
     return outcome
 
 
-def _log(outcome: Outcome) -> None:
+def _log(outcome: JobOutcome) -> None:
     if outcome.result == "stale":
         log.warning(
             "notification ignored", result="stale", reason=outcome.reason, payment_key=outcome.payment_key
         )
     for flag in outcome.flags:
         log.warning("payment flagged", flag=flag, payment_key=outcome.payment_key, event_id=outcome.event_id)
+
+
+async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """The arq job (registered by workers/worker.py): re-validate the queued JSON, `handle_notification`.
+
+    Returns `{"result": "published"|"duplicate"|"stale", "payment_key": ..., "flags": [...]}`, which the
+    alert hook reads instead of loading the payment again.
+
+    One summary line per job; `trans_uuid`, `order_id` and `shop_id` are bound for every line it logs.
+    """
+    started = time.perf_counter()
+    queued = QueuedNotification.model_validate(payload)
+    fields = queued.fields
+    structlog.contextvars.bind_contextvars(
+        trans_uuid=fields.get("vads_trans_uuid"),
+        order_id=fields.get("vads_order_id"),
+        shop_id=fields.get("vads_site_id"),
+    )
+    try:
+        outcome = await handle_notification(ctx["redis"], ctx["settings"], queued)
+    except Exception as e:
+        log.warning(
+            "job failed",
+            error=f"{type(e).__name__}: {e}",
+            job_try=ctx.get("job_try"),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        raise
+    log.info(
+        "job done",
+        result=outcome.result,
+        event_type=outcome.event_type,
+        event_id=outcome.event_id,
+        phase=outcome.phase,
+        flags=list(outcome.flags),
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return {"result": outcome.result, "payment_key": outcome.payment_key, "flags": list(outcome.flags)}

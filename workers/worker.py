@@ -1,4 +1,4 @@
-"""The arq worker: its options, built from `Settings`, and the `process_notification` job.
+"""The arq worker: its options, built from `Settings`.
 
 `worker_options(settings)` returns the flat keyword arguments of `arq.worker.Worker` (arq ignores
 inherited class attributes, so there is no base class to subclass); `build_worker(settings, **overrides)`
@@ -6,15 +6,15 @@ makes the worker, a `ClaimingWorker` (arq's, with a one-round-trip job claim: wo
 on arq's client over the shared connection set-up (`redis_pool=`). Stock arq workers stay compatible on
 the same queue.
 
-`worker_options` wraps the job in the retry-or-park policy (workers/failures.py) and adds the cron jobs
-of workers/monitoring.py (session-expiry sweep, alert sender, signature-burst and queue-age checks).
+`worker_options` registers `process_notification` (workers/payment_updates.py) wrapped in the
+retry-or-park policy (workers/failures.py), and adds the cron jobs of workers/monitoring.py
+(session-expiry sweep, alert sender, signature-burst and queue-age checks).
 """
 
 from __future__ import annotations
 
 import gc
-import time
-from typing import Any, TypedDict
+from typing import Any
 
 import structlog
 from arq.connections import ArqRedis, RedisSettings
@@ -22,14 +22,13 @@ from arq.cron import CronJob
 from arq.worker import Function, Worker
 
 from core.redis_connection import connection_pool
-from schemas.job import QueuedNotification, dumps, loads
+from schemas.job import dumps, loads
 from schemas.settings import Settings
 from workers.arq_adapter import ClaimingWorker
-from workers.failures import JobHandler, notification_function
+from workers.context import WorkerContext
+from workers.failures import notification_function
 from workers.monitoring import alert_on_outcome, scheduled_jobs
-from workers.payment_updates import handle_notification
-
-log = structlog.get_logger("cvco.worker")
+from workers.payment_updates import process_notification
 
 KEEP_RESULT_S = 60
 """Kept although it costs a SET (in arq's finishing MULTI, no extra round trip): while a result lives, arq
@@ -42,55 +41,6 @@ MAX_JOBS = 50
 """Jobs in flight per worker: arq starts jobs only at a poll, so its default (10) caps the rate."""
 JOB_COMPLETION_WAIT_S = 20
 """On SIGTERM, finish the jobs in hand for this long (below the orchestrator's grace period) and take no more."""
-
-
-class WorkerContext(TypedDict, total=False):
-    """The keys of arq's `ctx`: arq's own (`redis`, `job_id`, `job_try`, ...) and the worker's settings."""
-
-    redis: ArqRedis
-    settings: Settings
-    job_id: str
-    job_try: int
-    enqueue_time: Any
-    score: int
-
-
-async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """The arq job: re-validate the queued JSON, then `handle_notification`.
-
-    Returns `{"result": "published"|"duplicate"|"stale", "payment_key": ..., "flags": [...]}`, which the
-    alert hook reads instead of loading the payment again.
-
-    One summary line per job; `trans_uuid`, `order_id` and `shop_id` are bound for every line it logs.
-    """
-    started = time.perf_counter()
-    queued = QueuedNotification.model_validate(payload)
-    fields = queued.fields
-    structlog.contextvars.bind_contextvars(
-        trans_uuid=fields.get("vads_trans_uuid"),
-        order_id=fields.get("vads_order_id"),
-        shop_id=fields.get("vads_site_id"),
-    )
-    try:
-        outcome = await handle_notification(ctx["redis"], ctx["settings"], queued)
-    except Exception as e:
-        log.warning(
-            "job failed",
-            error=f"{type(e).__name__}: {e}",
-            job_try=ctx.get("job_try"),
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        raise
-    log.info(
-        "job done",
-        result=outcome.result,
-        event_type=outcome.event_type,
-        event_id=outcome.event_id,
-        phase=outcome.phase,
-        flags=list(outcome.flags),
-        ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-    return {"result": outcome.result, "payment_key": outcome.payment_key, "flags": list(outcome.flags)}
 
 
 async def _on_job_start(ctx: WorkerContext) -> None:
@@ -118,8 +68,9 @@ def _redis_pool(settings: Settings) -> ArqRedis:
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...)."""
     # retry transient errors, park the rest, alert on outcomes
-    handler: JobHandler = process_notification  # type: ignore[assignment]  # arq's protocol types ctx as dict
-    functions: list[Function] = [notification_function(handler, settings, on_outcome=alert_on_outcome)]
+    functions: list[Function] = [
+        notification_function(process_notification, settings, on_outcome=alert_on_outcome)
+    ]
     # session-expiry sweep, alert sender, signature-burst and queue-age checks
     cron_jobs: list[CronJob] = scheduled_jobs(settings)
     options: dict[str, Any] = {
