@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cli.logs import configure_logging
 from schemas.settings import load_settings
-from simulator.deliver import Outcome
+from simulator.deliver import DeliveryOutcome
 from simulator.demo import DEMO_TEST_KEY, DemoReport, run_demo
 
 
@@ -121,7 +121,7 @@ async def _demo(args: argparse.Namespace, console: Console) -> DemoReport:
         progress.update(task_id, total=len(report.deliveries))
         progress.start()
 
-    def delivered(outcome: Outcome) -> None:
+    def delivered(outcome: DeliveryOutcome) -> None:
         progress.update(task_id, advance=1, description=f"{outcome.delivery.scenario:<27}")
 
     try:

@@ -24,7 +24,7 @@ from core.signature import UnknownShop
 from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
-from ingest.metrics import Outcome, ReceiverMetrics
+from ingest.metrics import ReceiverMetrics, RequestOutcome
 from ingest.network import client_address
 from ingest.rejections import Rejected
 from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS, RequestContext
@@ -33,12 +33,12 @@ from schemas.settings import Settings
 MAX_BODY_BYTES = 64 * 1024
 IPN_PATH = "/ipn"
 
-_INTERNAL_ERROR: tuple[int, Outcome, str] = (500, "unavailable", "internal error")
+_INTERNAL_ERROR: tuple[int, RequestOutcome, str] = (500, "unavailable", "internal error")
 
 log = structlog.get_logger(__name__)
 
 
-def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
+def _refusal(error: Exception) -> tuple[int, RequestOutcome, str] | None:
     """Status, outcome and one-line reason for a refusal a handler raised; None for a bug."""
     match error:
         case Rejected():

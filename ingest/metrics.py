@@ -21,8 +21,10 @@ from redis.exceptions import RedisError
 
 from core.keys import FAILED_INDEX
 
-Outcome = Literal["ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable"]
-OUTCOMES: tuple[Outcome, ...] = (
+RequestOutcome = Literal[
+    "ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable"
+]
+OUTCOMES: tuple[RequestOutcome, ...] = (
     "ok",
     "duplicate",
     "bad_request",
@@ -90,7 +92,7 @@ class ReceiverMetrics:
         self._queue = _QueueCollector()
         self.registry.register(self._queue)
 
-    def count_request(self, outcome: Outcome, latency_s: float) -> None:
+    def count_request(self, outcome: RequestOutcome, latency_s: float) -> None:
         """One answered `POST /ipn`: its outcome and how long it took."""
         self._requests.labels(outcome).inc()
         self._request_seconds.observe(latency_s)

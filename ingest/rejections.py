@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ingest.metrics import Outcome
+from ingest.metrics import RequestOutcome
 
 
 class Rejected(Exception):
     """Refuse the request with `status` and a one-line `reason`, counted under `outcome`."""
 
-    def __init__(self, status: int, outcome: Outcome, reason: str) -> None:
+    def __init__(self, status: int, outcome: RequestOutcome, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.outcome = outcome

@@ -9,7 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from ingest.enqueue import JobWriter
-from ingest.metrics import Outcome, ReceiverMetrics
+from ingest.metrics import ReceiverMetrics, RequestOutcome
 from schemas.settings import Settings
 
 
@@ -20,7 +20,7 @@ class RequestContext:
     request_id: str
     client_ip: str
     received_at: datetime
-    outcome: Outcome | None = None
+    outcome: RequestOutcome | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -45,7 +45,7 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """What happened to one delivery: every attempt, the last one deciding."""
 
     delivery: Delivery
@@ -139,9 +139,9 @@ class Summary:
     by_scenario: dict[str, ScenarioCounts] = field(default_factory=lambda: defaultdict(ScenarioCounts))
     latencies_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
-    failures: list[Outcome] = field(default_factory=list)
+    failures: list[DeliveryOutcome] = field(default_factory=list)
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: DeliveryOutcome) -> None:
         counts = self.by_scenario[outcome.delivery.scenario]
         counts.sent += 1
         counts.accepted += outcome.delivered
@@ -207,7 +207,7 @@ async def play(
     rate: float | None = None,
     concurrency: int = 100,
     register_session: SessionRegistrar | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
+    on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     settle: Callable[[Delivery], Awaitable[None]] | None = None,
 ) -> Summary:
     """Deliver everything; a silent session is registered through `register_session` and never notified.
@@ -230,7 +230,7 @@ async def play(
                     attempts = (Attempt(200, 0.0),)
             else:
                 attempts = await deliver(session, url, delivery.fields, policy, bucket, slots)
-            outcome = Outcome(delivery, attempts)
+            outcome = DeliveryOutcome(delivery, attempts)
             summary.add(outcome)
             if on_outcome:
                 on_outcome(outcome)

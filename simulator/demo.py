@@ -31,7 +31,7 @@ from ingest.app import create_app
 from schemas.job import notification_job_id
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig
-from simulator.deliver import Outcome, RetryPolicy, Summary, play
+from simulator.deliver import DeliveryOutcome, RetryPolicy, Summary, play
 from simulator.embedded_redis import EmbeddedRedis, free_port
 from simulator.scenarios import ALL, SCENARIOS, Delivery, Platform
 from workers import failed_store
@@ -214,7 +214,7 @@ async def run_demo(
     redis_url: str | None,
     seed: int | None = None,
     on_start: Callable[[DemoReport], None] | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
+    on_outcome: Callable[[DeliveryOutcome], None] | None = None,
 ) -> DemoReport:
     """Run everything; `redis_url=None` starts an embedded Redis, removed at the end."""
     started = time.monotonic()

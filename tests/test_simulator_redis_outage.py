@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from ingest.app import create_app
 from schemas.job import notification_job_id
 from schemas.settings import Settings
-from simulator.deliver import Outcome, RetryPolicy, play
+from simulator.deliver import DeliveryOutcome, RetryPolicy, play
 from simulator.embedded_redis import EmbeddedRedis
 from simulator.scenarios import build_scenario
 from tests.conftest import SHOP_ID, free_port
@@ -39,7 +39,7 @@ async def test_a_notification_refused_while_redis_was_down_is_delivered_by_a_ret
 ) -> None:
     """Redis stops: the receiver answers 503 and the simulator retries; Redis returns on the same port: the
     retry gets 200, the job is in the queue, and a worker turns it into the payment's one event."""
-    seen: list[Outcome] = []
+    seen: list[DeliveryOutcome] = []
     server = EmbeddedRedis()
     async with server as redis_url:
         own = settings.model_copy(update={"redis_url": redis_url, "redis_timeout_s": 0.5})
