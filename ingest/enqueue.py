@@ -2,9 +2,11 @@
 
 Each job is written as `ArqRedis.enqueue_job` writes it (`arq:job:<id>` with an expiry, then ZADD to the
 queue with score = enqueue time in ms, skipped when the job or its result already exists), but by a Lua
-script, so the check and the write are atomic in one call instead of WATCH/EXISTS/MULTI/EXEC. Requests
-arriving together share one round trip: a single task drains the pending jobs, sends one EVALSHA per job
-in one non-transactional pipeline, and answers each request only once Redis has acknowledged its own job.
+script, so the check and the write are atomic instead of WATCH/EXISTS/MULTI/EXEC. Requests arriving
+together share one round trip: a single task drains the pending jobs, writes them with one EVALSHA of
+that script, and answers each request only once Redis has acknowledged its own job. The task has a
+client of its own on the receiver's pool (`single_connection_client`): one connection, kept, instead of
+a pool checkout per batch.
 """
 
 from __future__ import annotations
@@ -26,17 +28,23 @@ from redis.exceptions import NoScriptError, RedisError
 from schemas.job import PROCESS_NOTIFICATION, notification_job_id
 
 MAX_BATCH = 256
-"""Jobs written by one pipeline at most; more wait for the next round trip."""
+"""Jobs written by one script call at most; more wait for the next round trip."""
 
-# KEYS: the job key, its result key, the queue. ARGV: the expiry in ms, the serialized job, its score, its id.
-# Returns 1 (written) or 0 (the job or its result was there already).
+# KEYS: the queue, then the job key and result key of each job.
+# ARGV: the expiry in ms, then the id, serialized job and score of each job. Returns 1 (written) or 0 per job.
 ENQUEUE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
-  return 0
+local written = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local job_key, result_key, arg = KEYS[2 * i], KEYS[2 * i + 1], 3 * i - 1
+  if redis.call('EXISTS', job_key, result_key) > 0 then
+    written[i] = 0
+  else
+    redis.call('PSETEX', job_key, ARGV[1], ARGV[arg + 1])
+    redis.call('ZADD', KEYS[1], ARGV[arg + 2], ARGV[arg])
+    written[i] = 1
+  end
 end
-redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-return 1
+return written
 """
 ENQUEUE_SCRIPT_SHA = hashlib.sha1(ENQUEUE_SCRIPT.encode("ascii"), usedforsecurity=False).hexdigest()
 
@@ -100,7 +108,7 @@ class JobWriter:
     """
 
     def __init__(self, redis: Redis, queue_name: str, timeout_s: float) -> None:
-        self._redis = redis
+        self._redis = Redis(connection_pool=redis.connection_pool, single_connection_client=True)
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pending: list[_Pending] = []
@@ -150,6 +158,7 @@ class JobWriter:
             for pending in (*self._pending, *self._writing):
                 if not pending.answer.done():
                     pending.answer.set_exception(EnqueueUnavailable("the receiver is shutting down"))
+            await self._redis.aclose()  # gives its connection back to the receiver's pool
 
     async def _write(self, batch: list[_Pending]) -> None:
         live = [pending for pending in batch if not pending.answer.done()]
@@ -180,35 +189,24 @@ class JobWriter:
         by using it: the batch is sent once more on a fresh connection, which is safe, since a job the
         first try did write comes back as already there.
         """
+        keys: list[str] = [self._queue_name]
+        args: list[bytes | int | str] = [expires_extra_ms]
+        for job in jobs:
+            keys += (job_key_prefix + job.job_id, result_key_prefix + job.job_id)
+            args += (job.job_id, job.payload, job.enqueue_time_ms)
         async with asyncio.timeout(self._timeout_s):
             try:
-                return await self._pipeline(jobs)
+                written = await self._call_script(keys, args)
             except RedisConnectionError:
-                return await self._pipeline(jobs)
+                written = await self._call_script(keys, args)
+        return [bool(was_written) for was_written in written]
 
-    async def _pipeline(self, jobs: list[NotificationJob], *, whole_script: bool = False) -> list[bool]:
-        command, script = ("EVAL", ENQUEUE_SCRIPT) if whole_script else ("EVALSHA", ENQUEUE_SCRIPT_SHA)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                # execute_command: redis-py types `evalsha`'s arguments as str only, the payload is bytes
-                pipe.execute_command(
-                    command,
-                    script,
-                    3,
-                    job_key_prefix + job.job_id,
-                    result_key_prefix + job.job_id,
-                    self._queue_name,
-                    expires_extra_ms,
-                    job.payload,
-                    job.enqueue_time_ms,
-                    job.job_id,
-                )
-            replies = await pipe.execute(raise_on_error=False)
-        if not whole_script and any(isinstance(reply, NoScriptError) for reply in replies):
-            # a restarted or flushed Redis forgot the script: send it whole, which caches it again (a job
-            # another call wrote meanwhile comes back as already there)
-            return await self._pipeline(jobs, whole_script=True)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return [bool(reply) for reply in replies]
+    async def _call_script(self, keys: list[str], args: list[bytes | int | str]) -> list[int]:
+        # execute_command, not evalsha(): redis-py types evalsha's arguments as str only, the payloads are bytes
+        command = self._redis.execute_command
+        try:
+            written: list[int] = await command("EVALSHA", ENQUEUE_SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[no-untyped-call]  # redis-py leaves execute_command untyped
+        except NoScriptError:
+            # a restarted or flushed Redis forgot the script: send it whole, which caches it again
+            written = await command("EVAL", ENQUEUE_SCRIPT, len(keys), *keys, *args)  # type: ignore[no-untyped-call]  # as above
+        return written
