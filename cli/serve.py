@@ -44,7 +44,7 @@ async def _freeze_heap(app: web.Application) -> None:
     """Once started, move every object so far out of the collector's sight.
 
     Start-up leaves tens of thousands of long-lived objects (modules, settings, the app): a full
-    collection walks them all, a pause of 20 to 30 ms that requests in flight would wait through.
+    collection walks them all, a pause that the requests in flight would wait through.
     """
     gc.collect()
     gc.freeze()

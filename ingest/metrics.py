@@ -68,11 +68,11 @@ class ReceiverMetrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self._requests = Counter(
+        requests = Counter(
             "cvco_ipn_requests", "POST /ipn requests by outcome", ["outcome"], registry=registry
         )
-        for outcome in OUTCOMES:  # every outcome is exposed from the start, at 0
-            self._requests.labels(outcome)
+        # one child per outcome, made now: each is exposed from the start (at 0), and found without a lock
+        self._requests = {outcome: requests.labels(outcome) for outcome in OUTCOMES}
         self._enqueued = Counter("cvco_ipn_enqueued", "Notification jobs written", registry=registry)
         self._duplicates = Counter(
             "cvco_ipn_duplicates", "Notifications already queued or processed", registry=registry
@@ -94,7 +94,7 @@ class ReceiverMetrics:
 
     def count_request(self, outcome: RequestOutcome, latency_s: float) -> None:
         """One answered `POST /ipn`: its outcome and how long it took."""
-        self._requests.labels(outcome).inc()
+        self._requests[outcome].inc()
         self._request_seconds.observe(latency_s)
 
     def count_enqueue(self, seconds: float, written: bool | None) -> None:
