@@ -46,7 +46,7 @@ def notification_job_id(fields: Mapping[str, str]) -> str:
 
 def dumps(value: Any) -> bytes:
     """arq's job serializer: compact JSON, by orjson (the stdlib for what orjson refuses, such as an
-    integer over 64 bits). Every job and result of the worker goes through it: orjson takes a tenth of the time."""
+    integer over 64 bits)."""
     try:
         return orjson.dumps(value, default=str)
     except orjson.JSONEncodeError:

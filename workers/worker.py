@@ -30,6 +30,8 @@ from workers.failures import notification_function
 from workers.monitoring import alert_on_outcome, scheduled_jobs
 from workers.payment_updates import process_notification
 
+log = structlog.get_logger("cvco.worker")
+
 KEEP_RESULT_S = 60
 """Kept although it costs a SET (in arq's finishing MULTI, no extra round trip): while a result lives, arq
 refuses an identical job id, so the receiver collapses an exact resend without a job, and the demo waits on
@@ -53,6 +55,7 @@ async def _on_startup(ctx: WorkerContext) -> None:
     # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
     # the collector's sight, a full collection walks only what jobs allocate
     gc.freeze()
+    log.info("worker_started", queue=ctx["settings"].queue_name)  # Redis answered: arq has connected
 
 
 def _redis_pool(settings: Settings) -> ArqRedis:

@@ -51,7 +51,7 @@ def test_sigterm_stops_a_worker_waiting_to_reconnect(cluster: Cluster) -> None:
     """While a worker pauses before reconnecting, SIGTERM ends it promptly with status 0."""
     redis = cluster.start_redis()
     worker = cluster.start_worker()
-    wait_until(lambda: "Starting worker" in worker.log_text(), 20, "the worker to start")
+    wait_until(lambda: "worker_started" in worker.log_text(), 20, "the worker to start")
     redis.kill()
     wait_until(lambda: "worker lost Redis" in worker.log_text(), 20, "the worker to notice Redis is gone")
     started = time.monotonic()
