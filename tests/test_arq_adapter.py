@@ -14,9 +14,11 @@ from arq.constants import in_progress_key_prefix
 from arq.version import VERSION as ARQ_VERSION
 from arq.worker import Worker, func
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.redis_connection import HiredisPackingConnection
 from schemas.settings import Settings
+from tests.conftest import free_port
 from workers.arq_adapter import ClaimingWorker
 from workers.worker import build_worker
 
@@ -110,3 +112,13 @@ async def test_arq_still_has_what_the_adapter_relies_on(settings: Settings) -> N
     assert (worker.job_counter, worker.tasks) == (0, {})
     assert worker.max_jobs > 0
     assert callable(worker._release_sem_dec_counter_on_complete)
+
+
+async def test_closing_a_worker_whose_redis_is_gone_does_not_raise(settings: Settings) -> None:
+    """arq's close() deletes the health-check key; with Redis gone the worker still closes, so a worker
+    stopped by a signal while Redis is away ends as stopped instead of looking like one that lost Redis."""
+    gone = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    worker = build_worker(gone, cron_jobs=[], burst=True, handle_signals=False)
+    with pytest.raises(RedisConnectionError):
+        await worker.pool.ping()
+    await worker.close()

@@ -21,7 +21,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 log = structlog.get_logger("cvco.worker")
 
@@ -50,6 +50,18 @@ class ClaimingWorker(Worker):
     """arq's `Worker`, claiming the jobs of a poll in one Lua call; everything after is arq's `run_job`."""
 
     _claim: AsyncScript | None = None
+
+    async def close(self) -> None:
+        """arq's `close`, except that a Redis gone meanwhile does not make it raise.
+
+        It deletes the health-check key (which expires anyway): with Redis down that raised, and `run()`
+        raised it instead of returning, so a worker stopped by SIGTERM while Redis was away looked like one
+        that lost Redis, and was started again. Losing Redis mid-run still raises, from the poll.
+        """
+        try:
+            await super().close()
+        except (RedisError, OSError) as e:
+            log.warning("worker_closed_without_redis", error=type(e).__name__)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if self._claim is None:
