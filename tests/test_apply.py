@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.keys import PAYMENT_PREFIX
 from core.sessions import load_session
 from schemas.notification import parse_notification
 from schemas.settings import Settings, ShopConfig
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, free_port
 from tests.notifications import (
     RECEIVED_AT,
     UUID_CB,
@@ -248,6 +252,30 @@ async def _evalsha_calls(redis: Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    """A redis-server of this test's own: its command counts are this test's alone, and a CLIENT PAUSE
+    holds no one else's writes."""
+    port = free_port()
+    argv = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    server = await asyncio.create_subprocess_exec(
+        "redis-server", *argv, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL
+    )
+    client = Redis(port=port)
+    try:
+        while True:
+            try:
+                await client.ping()
+                break
+            except RedisConnectionError:
+                await asyncio.sleep(0.05)  # the server is still starting
+        yield client
+    finally:
+        await client.aclose()
+        server.terminate()
+        await server.wait()
+
+
 async def _held_script_call(redis: Redis) -> None:
     """Return once a client of this database waits in Redis on a script call (held by CLIENT PAUSE)."""
     db = redis.connection_pool.connection_kwargs.get("db", 0)
@@ -258,8 +286,9 @@ async def _held_script_call(redis: Redis) -> None:
 
 
 async def test_writes_submitted_while_a_batch_is_in_flight_go_together_in_the_next_one(
-    settings: Settings, redis: Redis
+    settings: Settings, private_redis: Redis
 ) -> None:
+    redis = private_redis
     """Redis holds the first batch (CLIENT PAUSE) while two more writes arrive, in two different turns:
     they wait for it and share one script call, so three writes cost two round trips, not three."""
     first, second, third = (
