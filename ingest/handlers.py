@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from ingest.body import parse_form_body
+from ingest.checks import check_notification
 from ingest.enqueue import build_job
-from ingest.forensics import keep_signature_failure
 from ingest.network import is_allowed
-from ingest.rejections import Rejected
-from ingest.signature import SIGNATURE_FIELD, verify_signature
+from ingest.rejected_store import RejectedRequest, keep_rejected
+from ingest.rejections import KeptReason, Rejected
 from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -44,41 +45,22 @@ async def receive_notification(request: web.Request) -> web.Response:
         _check_form_content_type(content_type)
     raw = await request.read()
     fields = parse_form_body(raw)
-    signature = fields.get(SIGNATURE_FIELD)
     shop_id = fields.get("vads_site_id")
-    if signature is None:
-        raise Rejected(400, "bad_request", "not a notification: no signature field")
-    if shop_id is None:
-        raise Rejected(400, "bad_request", "not a notification: no vads_site_id field")
     context.log_ids.update(
         shop_id=shop_id,
         order_id=fields.get("vads_order_id"),
         trans_uuid=fields.get("vads_trans_uuid"),
         trans_id=fields.get("vads_trans_id"),
     )
-    shop = settings.shops.get(shop_id)
-    if shop is None:
-        raise Rejected(403, "forbidden", "unknown vads_site_id")
-    if fields.get("vads_ctx_mode") not in shop.modes:
-        raise Rejected(403, "forbidden", "vads_ctx_mode not accepted for this shop")
-    verdict = verify_signature(fields, signature, shop)
-    if verdict == "no_key":
-        raise Rejected(403, "forbidden", "no key for this vads_ctx_mode")
     metrics = app[METRICS]
-    if verdict == "mismatch":
-        metrics.signature_failures.labels(shop_id).inc()
-        await keep_signature_failure(
-            app[REDIS],
-            maxlen=settings.forensics_maxlen,
-            max_age_s=settings.forensics_max_age_s,
-            timeout_s=settings.redis_timeout_s,
-            shop_id=shop_id,
-            client_ip=context.client_ip,
-            request_id=context.request_id,
-            received_at=context.received_at,
-            body=raw,
-        )
-        raise Rejected(401, "bad_signature", "signature mismatch")
+    try:
+        check_notification(fields, settings)
+    except Rejected as refusal:
+        if refusal.kept == "signature":
+            metrics.signature_failures.labels(shop_id).inc()
+        if refusal.kept is not None:
+            await _keep(request, refusal, refusal.kept, fields, raw)
+        raise
     job = build_job(fields, context.received_at, context.client_ip, context.request_id)
     started = time.perf_counter()
     written: bool | None = None
@@ -89,6 +71,31 @@ async def receive_notification(request: web.Request) -> web.Response:
         metrics.count_enqueue(time.perf_counter() - started, written)
     context.outcome = "ok" if written else "duplicate"
     return web.Response(text="OK")
+
+
+async def _keep(
+    request: web.Request, refusal: Rejected, reason: KeptReason, fields: Mapping[str, str], raw: bytes
+) -> None:
+    context = request[CONTEXT]
+    settings = request.app[SETTINGS]
+    kept = RejectedRequest(
+        reason=reason,
+        status=refusal.status,
+        message=refusal.reason,
+        received_at=context.received_at,
+        client_ip=context.client_ip,
+        request_id=context.request_id,
+        shop_id=fields.get("vads_site_id", ""),
+        order_id=fields.get("vads_order_id", ""),
+        body=raw,
+    )
+    await keep_rejected(
+        request.app[REDIS],
+        kept,
+        maxlen=settings.forensics_maxlen,
+        max_age_s=settings.forensics_max_age_s,
+        timeout_s=settings.redis_timeout_s,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
