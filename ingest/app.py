@@ -72,7 +72,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     context = RequestContext(
         request_id=f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}",
         client_ip=client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), app[SETTINGS].trusted_proxies
+            request.remote, request.headers.getall("X-Forwarded-For", ()), app[SETTINGS].trusted_proxies
         ),
         received_at=datetime.now(UTC),
     )

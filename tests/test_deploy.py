@@ -208,6 +208,23 @@ def test_trusted_proxies_of_the_receivers_cover_the_load_balancer() -> None:
         assert any(ip_address(nginx_address) in n for n in trusted.trusted_proxies), name
 
 
+def test_k8s_trusts_no_private_range_and_only_the_ingress_and_prometheus_reach_the_receivers() -> None:
+    """CVCO_TRUSTED_PROXIES is narrower than 10.0.0.0/8, and a NetworkPolicy admits to the receivers' port
+    only the pods it names (each source has a pod selector: no whole namespace, no address block)."""
+    trusted = Settings(trusted_proxies=k8s("ConfigMap", "cvco-ipn-config")["data"]["CVCO_TRUSTED_PROXIES"])
+    assert trusted.trusted_proxies and all(network.prefixlen >= 16 for network in trusted.trusted_proxies)
+    for component in ("receiver", "worker"):
+        deployment = k8s("Deployment", f"cvco-ipn-{component}")
+        policy = k8s("NetworkPolicy", f"cvco-ipn-{component}")["spec"]
+        assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert policy["policyTypes"] == ["Ingress"]
+        sources = [source for rule in policy["ingress"] for source in rule["from"]]
+        assert sources and all("podSelector" in s and "ipBlock" not in s for s in sources)
+    receiver_rules = k8s("NetworkPolicy", "cvco-ipn-receiver")["spec"]["ingress"]
+    assert [rule["ports"] for rule in receiver_rules] == [[{"port": "http", "protocol": "TCP"}]]
+    assert "networkpolicy.yaml" in (DEPLOY / "k8s" / "kustomization.yaml").read_text()
+
+
 def test_grace_periods_exceed_the_app_shutdown_times(settings: Settings) -> None:
     """Receiver: preStop + aiohttp shutdown_timeout < grace; worker: job timeout + completion wait < grace."""
     receiver = k8s("Deployment", "cvco-ipn-receiver")["spec"]["template"]["spec"]
