@@ -15,9 +15,11 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from ingest.body import read_body
 from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.form_rules import FormRuleError
+from ingest.rejections import Rejected
 from schemas.settings import Settings
 
 FORMS_PATH = "/forms"
@@ -75,9 +77,11 @@ async def create_form(request: web.Request) -> web.Response:
     if not _authorized(request, settings):
         return _one_line(401, "missing or wrong bearer token")
     try:
-        body = json.loads(await request.read())
+        body = json.loads(await read_body(request, settings.body_timeout_s))
         # a `\ud800` escape decodes to a lone surrogate, which no form field can carry
         json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except Rejected as e:  # the body did not arrive in time
+        return _one_line(e.status, e.reason)
     except UnicodeEncodeError:
         return _one_line(400, "body is not valid Unicode: it holds a lone surrogate escape")
     except RecursionError:

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from ingest.body import parse_form_body
+from ingest.body import parse_form_body, read_body
 from ingest.checks import check_notification
 from ingest.enqueue import build_job
 from ingest.network import is_allowed
@@ -43,7 +43,7 @@ async def receive_notification(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type", "")
     if content_type != FORM_CONTENT_TYPE:  # the usual header needs no parsing
         _check_form_content_type(content_type)
-    raw = await request.read()
+    raw = await read_body(request, settings.body_timeout_s)
     fields = parse_form_body(raw)
     shop_id = fields.get("vads_site_id")
     context.log_ids.update(

@@ -94,18 +94,9 @@ async def keep_rejected(
     pairs = [item for pair in values.items() for item in pair]
     try:
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.eval(
-                _KEEP_SCRIPT,
-                2,
-                REJECTED_PREFIX + request.id,
-                INDEX_PREFIX + request.reason,
-                request.id,
-                now_ms,
-                maxlen,
-                max_age_s * 1000,
-                REJECTED_PREFIX,
-                *pairs,
-            )
+            keys = (REJECTED_PREFIX + request.id, INDEX_PREFIX + request.reason)
+            arguments = (request.id, now_ms, maxlen, max_age_s * 1000, REJECTED_PREFIX, *pairs)
+            pipe.eval(_KEEP_SCRIPT, len(keys), *keys, *arguments)  # type: ignore[arg-type]  # redis-py types arguments as str; it encodes ints and bytes too
             if request.reason == "signature":
                 pipe.xadd(FORENSICS_STREAM, {"shop_id": request.shop_id}, maxlen=maxlen, approximate=True)
                 pipe.xtrim(FORENSICS_STREAM, minid=f"{now_ms - max_age_s * 1000}-0", approximate=True)
@@ -128,7 +119,7 @@ def _decode(raw: dict[bytes, bytes]) -> RejectedRequest | None:
     if reason not in KEPT_REASONS:
         return None
     return RejectedRequest(
-        reason=reason,  # type: ignore[arg-type]  # checked against KEPT_REASONS just above
+        reason=reason,
         status=int(text.get("status", "0")),
         message=text.get("message", ""),
         received_at=datetime.fromisoformat(text["received_at"]),

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     # --- the project's own tunables -----------------------------------------------------------------
     queue_name: str = "cvco:queue"
     redis_timeout_s: float = Field(2.0, gt=0, description="Redis slower than this means 503 at the receiver")
+    body_timeout_s: float = Field(5.0, gt=0, description="a request body not received within this: 408")
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )

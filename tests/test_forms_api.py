@@ -184,6 +184,7 @@ async def test_a_hostile_request_is_refused_in_one_line_and_spends_no_trans_id(
     auth = headers or f"Authorization: Bearer {TOKEN}\r\n".encode()
     app = create_app(settings.model_copy(update={"api_token": SecretStr(TOKEN)}))
     async with TestServer(app, host="127.0.0.1") as server:
+        assert server.port is not None
         got, text = await _raw_post(server.port, auth, body)
     assert got == status, text
     assert reason.encode() in text and b"\n" not in text.strip()
