@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.failed import UsageError, parse_since
-from ingest.body import BodyError, parse_form_body
+from ingest.body import BodyError, parse_form_body, signed_fields
 from ingest.checks import check_notification
 from ingest.enqueue import EnqueueUnavailable, JobWriter, build_job
 from ingest.network import is_allowed
@@ -119,12 +119,13 @@ async def _show(redis: Redis, settings: Settings, args: argparse.Namespace) -> i
 
 
 def _recheck(entry: RejectedRequest, settings: Settings) -> dict[str, str]:
-    """The receiver's checks on a kept request, with the current settings; raises what it would refuse."""
+    """The receiver's checks on a kept request, with the current settings; its signed fields, or raises
+    what the receiver would refuse."""
     if not is_allowed(entry.client_ip, settings.ipn_allowlist):
         raise Rejected(403, "forbidden", "address not allowed")
     fields = parse_form_body(entry.body)
     check_notification(fields, settings)
-    return fields
+    return signed_fields(entry.body, fields)
 
 
 async def _retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ingest.rejections import Rejected
+from ingest.signature import SIGNATURE_FIELD
 
 MAX_FIELDS = 2000
 """Fields a body may hold: a notification has well under 1,000 even with a long cart. Counted before
@@ -64,11 +65,28 @@ def parse_form_body(raw: bytes) -> dict[str, str]:
     return fields
 
 
+def signed_fields(raw: bytes, fields: dict[str, str]) -> dict[str, str]:
+    """The fields of `raw` the signature covers, `vads_*` and `signature`, the only ones ever queued.
+
+    Usually the body held no other: every `&`-separated segment of the raw bytes then starts with
+    `vads_` or is `signature=`, which a few byte counts tell (a `&` in a name or value is always
+    %-encoded), and `fields` is returned as it is, without a pass over its names.
+    """
+    signature = raw.startswith(b"signature=") or b"&signature=" in raw
+    if raw.startswith(b"vads_") + raw.count(b"&vads_") + signature == raw.count(b"&") + 1:
+        return fields
+    return {
+        name: value for name, value in fields.items() if name.startswith("vads_") or name == SIGNATURE_FIELD
+    }
+
+
 async def read_body(request: web.Request, timeout_s: float) -> bytes:
     """The whole body, or `Rejected` (408) when the client has not sent it within `timeout_s`.
 
     Without it a client that stops mid-body holds its request, and its connection, for ever.
     """
+    if request.content.is_eof():  # the usual notification came whole with its headers: no timer needed
+        return await request.read()
     try:
         async with asyncio.timeout(timeout_s):
             return await request.read()

@@ -38,8 +38,8 @@ def check_notification(fields: Mapping[str, str], settings: Settings) -> None:
         raise Rejected(403, "forbidden", "no key for this vads_ctx_mode", kept="mode")
     if verdict == "mismatch":
         raise Rejected(401, "bad_signature", "signature mismatch", kept="signature")
-    missing = [name for name in NOTIFICATION_FIELDS if name not in fields]
-    if missing:
+    if not all(map(fields.__contains__, NOTIFICATION_FIELDS)):
+        missing = [name for name in NOTIFICATION_FIELDS if name not in fields]
         raise Rejected(
             400,
             "bad_request",

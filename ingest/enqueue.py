@@ -28,7 +28,6 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from ingest.signature import SIGNATURE_FIELD
 from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 
@@ -77,16 +76,13 @@ def build_job(
     time as from `serialize_job(..., serializer=schemas.job.dumps)`, at a tenth of the cost. No pydantic
     here: every value is a str the receiver made (or a UTC datetime), so the model's checks hold already.
 
-    Only what the signature covers is queued, the `vads_` fields and `signature`, and the job's id is
-    derived from them alone: unsigned extra fields (padding, any other name) cannot make copies of one
+    `fields` are what the signature covers (`ingest.body.signed_fields`), and the job's id is derived
+    from them alone: unsigned extra fields (padding, any other name) cannot make copies of one
     notification distinct jobs.
     """
     enqueue_time_ms = int(time.time() * 1000)
-    signed = {
-        name: value for name, value in fields.items() if name.startswith("vads_") or name == SIGNATURE_FIELD
-    }
     argument = {
-        "fields": signed,
+        "fields": fields,
         "received_at": received_at,  # OPT_UTC_Z writes it as pydantic does: ISO 8601 ending in Z
         "client_ip": client_ip,
         "request_id": request_id,
@@ -111,7 +107,7 @@ def build_job(
             enqueue_time_ms,
             serializer=job_schema.dumps,
         )
-    return NotificationJob(notification_job_id(signed), payload, enqueue_time_ms)
+    return NotificationJob(notification_job_id(fields), payload, enqueue_time_ms)
 
 
 SWEEPS_PER_TIMEOUT = 8

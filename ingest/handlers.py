@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from ingest.body import parse_form_body, read_body
+from ingest.body import parse_form_body, read_body, signed_fields
 from ingest.checks import check_notification
 from ingest.enqueue import build_job
 from ingest.network import is_allowed
@@ -61,7 +61,7 @@ async def receive_notification(request: web.Request) -> web.Response:
         if refusal.kept is not None:
             await _keep(request, refusal, refusal.kept, fields, raw)
         raise
-    job = build_job(fields, context.received_at, context.client_ip, context.request_id)
+    job = build_job(signed_fields(raw, fields), context.received_at, context.client_ip, context.request_id)
     started = time.perf_counter()
     written: bool | None = None
     try:

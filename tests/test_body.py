@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.body import BodyError, parse_form_body
+from ingest.body import BodyError, parse_form_body, signed_fields
 
 # any text that UTF-8 can encode (lone surrogates cannot be sent by a form)
 form_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -143,3 +143,25 @@ def test_a_body_of_too_many_fields_is_refused_before_decoding() -> None:
     with pytest.raises(BodyError, match="more than 2000 fields"):
         parse_form_body(b"&" * 2000 + b"\xff")
     assert len(parse_form_body(b"&".join(b"vads_%d=" % n for n in range(2000)))) == 2000
+
+
+signed_or_not = st.one_of(
+    form_text,
+    form_text.map("vads_".__add__),
+    st.just("signature"),
+    st.sampled_from(["&vads_x", "x&vads_", ""]),
+)
+
+
+@given(st.dictionaries(signed_or_not, form_text, max_size=12), st.booleans())
+def test_signed_fields_are_exactly_the_vads_fields_and_the_signature(
+    fields: dict[str, str], raw_amp: bool
+) -> None:
+    """Whatever the other names (one holding `&vads_`, blank ones, empty segments): only `vads_*` and
+    `signature` are kept, by the byte-count shortcut as by the pass over the names."""
+    raw = urlencode(fields).encode() + (b"&&" if raw_amp else b"")
+    parsed = parse_form_body(raw)
+    expected = {
+        name: value for name, value in parsed.items() if name.startswith("vads_") or name == "signature"
+    }
+    assert signed_fields(raw, parsed) == expected

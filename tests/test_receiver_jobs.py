@@ -13,8 +13,7 @@ from ingest.enqueue import build_job
 from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 
-field_names = st.one_of(st.text(min_size=1), st.text().map("vads_".__add__), st.just("signature"))
-field_maps = st.dictionaries(field_names, st.text(), max_size=30)
+field_maps = st.dictionaries(st.text(min_size=1), st.text(), max_size=30)
 utc_datetimes = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 )
@@ -26,11 +25,8 @@ def test_built_job_decodes_as_arqs_own_serialize_job(
 ) -> None:
     """arq's deserialize_job reads the same function, argument, try and enqueue time from both encodings."""
     job = build_job(fields, received_at, client_ip, request_id)
-    signed = {
-        name: value for name, value in fields.items() if name.startswith("vads_") or name == "signature"
-    }
     notification = QueuedNotification(
-        fields=signed, received_at=received_at, client_ip=client_ip, request_id=request_id
+        fields=fields, received_at=received_at, client_ip=client_ip, request_id=request_id
     )
     reference = serialize_job(
         PROCESS_NOTIFICATION,
@@ -49,9 +45,9 @@ def test_built_job_decodes_as_arqs_own_serialize_job(
         theirs.job_try,
         theirs.enqueue_time,
     )
-    assert list(ours.args[0]["fields"]) == list(signed)
+    assert list(ours.args[0]["fields"]) == list(fields)
     assert QueuedNotification.model_validate(ours.args[0]) == notification
-    assert job.job_id == notification_job_id(signed)
+    assert job.job_id == notification_job_id(fields)
 
 
 def test_built_job_is_timestamped_now_in_milliseconds() -> None:
