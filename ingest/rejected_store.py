@@ -5,7 +5,8 @@ not notifications (a payment form or a browser return posted back, 400). A forgo
 notifications can then be re-run once it is configured (`cvco-ipn rejected retry`).
 
 - `cvco:rejected:<id>` (hash; the id is the request id): `reason`, `status`, `message`, `received_at`
-  (ISO 8601), `client_ip`, `request_id`, `shop_id`, `order_id`, `body` (the raw bytes). It expires
+  (ISO 8601), `client_ip`, `request_id`, `shop_id`, `order_id`, `body` (the raw bytes; for a signed
+  non-notification only its signed fields, which is all a retry could use). It expires
   `max_age_s` after it was kept, so the store empties itself even when no new refusal arrives.
 - `cvco:rejected:index:<reason>` (sorted set): id -> receipt time in ms, one per reason and each capped
   at `maxlen`, so a flood of unsigned junk (bad signatures) never pushes out a signed form or a
