@@ -147,3 +147,30 @@ async def test_the_failed_store_is_bounded_in_bytes_and_counts_them_back_down(re
         assert await failed_store.resolve(redis, failed_id)
     assert int(await redis.get(failed_store.FAILED_BYTES)) == 0
     assert await redis.keys(failed_store.GROUP_PREFIX + "*") == []
+
+
+async def test_a_signature_group_over_its_cap_drops_its_oldest_never_the_entry_just_parked(
+    redis: Redis,
+) -> None:
+    """Four copies of one signature: the group keeps 3; the one parked last stays even when its clock
+    runs behind the others'."""
+    payload = {"fields": {"vads_site_id": SHOP_ID, "vads_trans_id": "t1", "signature": "same"}}
+    dropped: list[str] = []
+    for n, now in enumerate((1000.0, 1001.0, 1002.0, 500.0)):
+        dropped += await failed_store.park(
+            redis,
+            failed_id=f"ipn:{n}",
+            job_id=f"ipn:{n}",
+            payload=payload,
+            error=ValueError("x"),
+            traceback="",
+            tries=1,
+            failed_max=1000,
+            now=now,
+        )
+    assert dropped == ["ipn:0"]
+    assert sorted([entry.id async for entry in failed_store.iter_failed(redis)]) == [
+        "ipn:1",
+        "ipn:2",
+        "ipn:3",
+    ]

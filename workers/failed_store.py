@@ -76,9 +76,13 @@ for _, group in ipairs({{KEYS[4], ARGV[7]}, {KEYS[5], ARGV[8]}}) do
   if g ~= '' then redis.call('ZADD', g, ARGV[2], id) end
   local excess = g ~= '' and redis.call('ZCARD', g) - cap or 0
   if excess > 0 then
-    for _, old_id in ipairs(redis.call('ZRANGE', g, 0, excess - 1)) do
-      remove(prefix, KEYS[2], old_id)
-      table.insert(dropped, old_id)
+    -- the group's oldest, never the entry just parked (another worker's clock may run behind)
+    for _, old_id in ipairs(redis.call('ZRANGE', g, 0, excess)) do
+      if excess > 0 and old_id ~= id then
+        remove(prefix, KEYS[2], old_id)
+        table.insert(dropped, old_id)
+        excess = excess - 1
+      end
     end
   end
 end
