@@ -86,35 +86,47 @@ async def _select(redis: Redis, args: argparse.Namespace) -> list[RejectedReques
     return await list_rejected(redis, since=since, reasons=[args.reason] if args.reason else KEPT_REASONS)
 
 
+LIST_COLUMNS = ("id", "received_at", "client_ip", "shop_id", "order_id", "reason")
+SHOW_FIELDS = (*LIST_COLUMNS, "status", "message")
+
+
+def list_line(entry: RejectedRequest) -> str:
+    """One line of `rejected list`: tab-separated, every value literal (a tab or line break in it too)."""
+    row = _as_json(entry)
+    return "\t".join(literal(str(row[name] or "-")) for name in LIST_COLUMNS)
+
+
+def show_lines(entry: RejectedRequest) -> list[str]:
+    """The lines of `rejected show`: the entry, the retry command, then the body, all literal."""
+    data = _as_json(entry, full=True)
+    lines = [f"{name}: {literal(str(data[name] if data[name] is not None else '-'))}" for name in SHOW_FIELDS]
+    return [
+        *lines,
+        f"retry with: cvco-ipn rejected retry {literal(entry.id)}",
+        "",
+        "body:",
+        literal(data["body"]),
+    ]
+
+
 async def _list(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
     entries = await _select(redis, args)
     if args.json:
         print(json.dumps([_as_json(entry) for entry in entries], indent=2))
         return 0
     for entry in entries:
-        row = _as_json(entry)
-        print(
-            "\t".join(
-                literal(str(row[name] or "-"))
-                for name in ("id", "received_at", "client_ip", "shop_id", "order_id", "reason")
-            )
-        )
+        print(list_line(entry))
     return 0
 
 
 async def _show(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
     entry = await get_rejected(redis, args.id)
     if entry is None:
-        raise UsageError(f"no kept refusal with id {literal(args.id)!r} (see cvco-ipn rejected list)")
-    data = _as_json(entry, full=True)
+        raise UsageError(f"no kept refusal with id '{literal(args.id)}' (see cvco-ipn rejected list)")
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(_as_json(entry, full=True), indent=2))
         return 0
-    for name in ("id", "received_at", "client_ip", "shop_id", "order_id", "reason", "status", "message"):
-        print(f"{name}: {literal(str(data[name] if data[name] is not None else '-'))}")
-    print(f"retry with: cvco-ipn rejected retry {entry.id}")
-    print("\nbody:")
-    print(literal(data["body"]))
+    print("\n".join(show_lines(entry)))
     return 0
 
 

@@ -7,11 +7,18 @@ import os
 import subprocess
 import sys
 import unicodedata
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from cli.rejected import SHOW_FIELDS, list_line, show_lines
+from ingest.rejected_store import RejectedRequest
+from ingest.rejections import KEPT_REASONS, KeptReason
 from schemas.job import notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY, TEST_REDIS_URL
@@ -127,3 +134,46 @@ async def test_a_corrected_key_lets_a_401_through_and_bad_arguments_are_one_line
     ):
         bad = cli(*argv)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, argv
+
+
+hostile = st.text(st.characters(), max_size=40)
+
+
+@examples(max_examples=300)
+@given(
+    reason=st.sampled_from(KEPT_REASONS),
+    message=hostile,
+    client_ip=hostile,
+    request_id=hostile,
+    shop_id=hostile,
+    order_id=hostile,
+    body=st.binary(max_size=80) | hostile.map(lambda text: text.encode("utf-8", "surrogatepass")),
+)
+def test_every_echoed_field_of_list_and_show_is_shown_literally(
+    reason: KeptReason,
+    message: str,
+    client_ip: str,
+    request_id: str,
+    shop_id: str,
+    order_id: str,
+    body: bytes,
+) -> None:
+    """Arbitrary Unicode and bytes in every field: `list` is one line of six columns, `show` its fixed
+    lines plus one of body, and neither holds a raw control, format or separator character."""
+    entry = RejectedRequest(
+        reason=reason,
+        status=401,
+        message=message,
+        received_at=datetime.now(UTC),
+        client_ip=client_ip,
+        request_id=request_id,
+        shop_id=shop_id,
+        order_id=order_id,
+        body=body,
+    )
+    line = list_line(entry)
+    assert len(line.split("\t")) == 6 and "\n" not in line and _no_raw_controls(line.replace("\t", ""))
+    shown = show_lines(entry)
+    assert len(shown) == len(SHOW_FIELDS) + 4
+    assert all("\n" not in part and "\t" not in part and _no_raw_controls(part) for part in shown)
+    assert all(not [c for c in part if unicodedata.category(c) in ("Zl", "Zp", "Cs")] for part in shown)
