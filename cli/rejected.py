@@ -100,13 +100,9 @@ def show_lines(entry: RejectedRequest) -> list[str]:
     """The lines of `rejected show`: the entry, the retry command, then the body, all literal."""
     data = _as_json(entry, full=True)
     lines = [f"{name}: {literal(str(data[name] if data[name] is not None else '-'))}" for name in SHOW_FIELDS]
-    return [
-        *lines,
-        f"retry with: cvco-ipn rejected retry {literal(entry.id)}",
-        "",
-        "body:",
-        literal(data["body"]),
-    ]
+    # a byte that is not UTF-8 shows as \udcXX, which a backslash in the body (shown \\) never looks like
+    body = literal(entry.body.decode("utf-8", "surrogateescape"))
+    return [*lines, f"retry with: cvco-ipn rejected retry {literal(entry.id)}", "", "body:", body]
 
 
 async def _list(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
