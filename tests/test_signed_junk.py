@@ -4,6 +4,9 @@ refused or collapsed at the receiver, bounded in the failed store, and nothing g
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from urllib.parse import urlencode
 
 from redis.asyncio import Redis
@@ -12,12 +15,27 @@ from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.rejected_store import list_rejected
 from schemas.settings import Settings, ShopConfig
-from tests.conftest import SHOP_ID
+from tests.conftest import SHOP_ID, TEST_REDIS_URL
 from tests.notifications import drain
 from tests.notifications import notification as worker_notification
 from tests.notifications import signed as worker_signed
 from tests.test_receiver import FORM, notification, receiver, signed, stored_job
 from workers import failed_store
+
+
+def cli_failed_list(**env: str) -> str:
+    """`cvco-ipn failed list` in a subprocess on the test Redis: what an operator sees."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("CVCO_")}
+    environment |= {"CVCO_REDIS_URL": TEST_REDIS_URL, **env}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "failed", "list"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
 
 
 async def _signed_form(redis: Redis, settings: Settings) -> dict[str, str]:
@@ -81,6 +99,8 @@ async def test_a_thousand_padded_form_copies_lose_nothing_genuine(
     assert await redis.zcard(settings.queue_name) == 1
     await stored_job(redis, genuine)
     assert [entry.id async for entry in failed_store.iter_failed(redis)] == ["ipn:genuine"]
+    listed = cli_failed_list(CVCO_FAILED_MAX="50")
+    assert [line.split("\t")[0] for line in listed.splitlines()] == ["ipn:genuine"]
     kept = await list_rejected(redis)
     assert len(kept) <= 100
     assert all(len(entry.body) < 2000 for entry in kept)  # the signed form, without its 60 KB of padding
