@@ -1,8 +1,9 @@
-"""Read a request body within a deadline, and decode a form-urlencoded one into its fields, strictly and losslessly.
+"""A request body: read within a deadline, decoded strictly and losslessly into its form fields.
 
 The signature covers every received value byte for byte, so nothing is dropped, stripped or guessed:
 blank values are kept, `+` is a space and `%XX` an octet exactly as HTML forms encode them, the result
 must be valid UTF-8, and a field name given twice is refused (which value was signed would be a guess).
+Only the signed fields (`signed_fields`) go further than the receiver.
 """
 
 from __future__ import annotations
