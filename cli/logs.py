@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import structlog
 
+from schemas.literal import literal
+
 
 def _orjson_dumps(value: Any, **kwargs: Any) -> bytes:
     """orjson, with the fallback `default` structlog hands in; a non-str key (an int) becomes a string."""
@@ -26,6 +28,22 @@ def _orjson_text(value: Any, **kwargs: Any) -> str:
     return _orjson_dumps(value, **kwargs).decode("utf-8")
 
 
+def _literal_values(render: structlog.types.Processor) -> structlog.types.Processor:
+    """`render` with the event and the traceback shown `literal` (the traceback keeps its line breaks).
+
+    A terminal obeys the escape sequences a logged text may hold; the console renderer writes every
+    other value with `repr`, which escapes them already, but these two as they are.
+    """
+
+    def literal_render(logger: Any, method_name: str, event_dict: Any) -> Any:
+        for key in ("event", "exception"):
+            if isinstance(event_dict.get(key), str):
+                event_dict[key] = literal(event_dict[key], keep_newlines=key == "exception")
+        return render(logger, method_name, event_dict)
+
+    return literal_render
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Route structlog and the stdlib (arq, aiohttp) through the same processors, to stderr."""
     as_json = not sys.stderr.isatty() if json is None else json
@@ -34,7 +52,7 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    console = structlog.dev.ConsoleRenderer(colors=False)
+    console = _literal_values(structlog.dev.ConsoleRenderer(colors=False))
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps) if as_json else console
     )

@@ -11,7 +11,11 @@ PAYMENT_PREFIX = "cvco:payment:"
 """+ payment key (hash): the payment's state and version, written by the workers' compare-and-set."""
 
 FORENSICS_STREAM = "cvco:forensics:signature"
-"""Stream of rejected (bad signature) requests, written by the receiver, read by the workers' checks."""
+"""Stream of signature mismatches (no body), written by the receiver, counted by the workers' checks."""
+REJECTED_PREFIX = "cvco:rejected:"
+"""+ request id (hash): a refused `POST /ipn` kept for `cvco-ipn rejected`, written by the receiver."""
+REJECTED_INDEX_PREFIX = "cvco:rejected:index:"
+"""+ reason (sorted set): the kept refusals of that reason, id -> receipt time in ms."""
 
 FAILED_PREFIX = "cvco:failed:"
 """+ failed id (hash): a parked job, written by the workers, listed and replayed by `cvco-ipn failed`."""
@@ -20,6 +24,8 @@ FAILED_INDEX = "cvco:failed:index"
 
 TRANS_ID_COUNTER_PREFIX = "cvco:trans_id:"
 """+ shop and UTC day: the form builder's transaction-id counter."""
+TRANS_ID_PERMUTATION_KEY = "cvco:trans_id:secret"
+"""The secret keying the transaction-id permutation, drawn once per deployment (no expiry)."""
 
 ALERTED_PREFIX = "cvco:alerted:"
 """+ kind and payment key: set once a payment's alert of that kind was raised."""

@@ -73,7 +73,11 @@ class NotAuthentic(PermanentError):
 
 
 class UnknownShop(NotAuthentic):
-    """The notification names a shop, or a mode of it, that these settings do not accept."""
+    """The notification names a shop these settings do not know."""
+
+
+class ModeNotAccepted(NotAuthentic):
+    """The shop is known, but does not accept the notification's `vads_ctx_mode`."""
 
 
 class SignatureMismatch(NotAuthentic):
@@ -91,7 +95,7 @@ def authenticate(fields: Mapping[str, str], settings: Settings) -> None:
         raise UnknownShop(f"vads_site_id {shop_id!r} is not a configured shop")
     mode = fields.get("vads_ctx_mode", "")
     if mode not in shop.modes:
-        raise UnknownShop(f"shop {shop_id} does not accept vads_ctx_mode {mode!r}")
+        raise ModeNotAccepted(f"shop {shop_id} does not accept vads_ctx_mode {mode!r}")
     # never "no_key" here: a ShopConfig holds a key for every mode it accepts
     if verify_signature(fields, fields.get(SIGNATURE_FIELD, ""), shop) != "valid":
         raise SignatureMismatch("signature mismatch")

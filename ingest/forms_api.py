@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from forms.form import FormOrder
 from forms.issue import issue_form
 from forms.rules import FormRuleError
+from ingest.body import read_body
 from ingest.rejections import Rejected
 from ingest.state import REDIS, SETTINGS
 from schemas.settings import Settings
@@ -33,7 +34,8 @@ def add_form_routes(app: web.Application, settings: Settings) -> None:
 def _authorized(request: web.Request, settings: Settings) -> bool:
     assert settings.api_token is not None  # the route exists only with a token
     expected = b"Bearer " + settings.api_token.get_secret_value().encode("utf-8")
-    given = request.headers.get("Authorization", "").encode("utf-8")
+    # aiohttp decodes header bytes that are not UTF-8 with surrogateescape: encode them back the same way
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
     return hmac.compare_digest(given, expected)
 
 
@@ -51,14 +53,24 @@ def _refused(status: int, reason: str) -> Rejected:
 
 
 async def create_form(request: web.Request) -> web.Response:
-    """Issue a signed form: 401 without the bearer token, 400 for non-JSON, 422 for a broken rule."""
+    """Issue a signed form: 401 without the bearer token, 400 for non-JSON, 422 for a broken rule.
+
+    Every refusal comes before a `vads_trans_id` is claimed: a refused request spends none.
+    """
     settings = request.app[SETTINGS]
     if not _authorized(request, settings):
         raise _refused(401, "missing or wrong bearer token")
     try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _refused(400, f"body is not JSON: {e}") from None
+        # read_body raises Rejected itself when the body does not arrive in time: the middleware answers
+        body = json.loads(await read_body(request, settings.body_timeout_s))
+        # a `\ud800` escape decodes to a lone surrogate, which no form field can carry
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refused(400, "body is not valid Unicode: it holds a lone surrogate escape") from None
+    except RecursionError:
+        raise _refused(400, "body is not usable JSON: nested too deeply") from None
+    except ValueError as e:  # not JSON, not UTF-8, or an integer too long to convert
+        raise _refused(400, f"body is not usable JSON: {e}") from None
     if not isinstance(body, dict):
         raise _refused(400, "body must be a JSON object")
     auto_submit = body.pop("auto_submit", False) is True

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from core.signature import SIGNATURE_FIELD, SignatureMismatch, authenticate
-from ingest.body import parse_form_body
+from ingest.body import parse_form_body, read_body, signed_fields
+from ingest.checks import check_notification
 from ingest.enqueue import build_job
-from ingest.forensics import keep_signature_failure
 from ingest.network import is_allowed
-from ingest.rejections import Rejected
+from ingest.rejected_store import RejectedRequest, keep_rejected
+from ingest.rejections import KeptReason, Rejected
 from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -43,45 +44,61 @@ async def receive_notification(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type", "")
     if content_type != FORM_CONTENT_TYPE:  # the usual header needs no parsing
         _check_form_content_type(content_type)
-    raw = await request.read()
+    raw = await read_body(request, settings.body_timeout_s)
     fields = parse_form_body(raw)
     shop_id = fields.get("vads_site_id")
-    if SIGNATURE_FIELD not in fields:
-        raise Rejected(400, "bad_request", "not a notification: no signature field")
-    if shop_id is None:
-        raise Rejected(400, "bad_request", "not a notification: no vads_site_id field")
     structlog.contextvars.bind_contextvars(
         shop_id=shop_id,
         order_id=fields.get("vads_order_id"),
         trans_uuid=fields.get("vads_trans_uuid"),
         trans_id=fields.get("vads_trans_id"),
     )
+    metrics = app[METRICS]
     try:
-        authenticate(fields, settings)  # an unknown shop or mode propagates: the middleware answers 403
-    except SignatureMismatch:
-        app[METRICS].signature_failures.labels(shop_id).inc()
-        await keep_signature_failure(
-            app[REDIS],
-            maxlen=settings.forensics_maxlen,
-            max_age_s=settings.forensics_max_age_s,
-            timeout_s=settings.redis_timeout_s,
-            shop_id=shop_id,
-            client_ip=context.client_ip,
-            request_id=context.request_id,
-            received_at=context.received_at,
-            body=raw,
-        )
-        raise Rejected(401, "bad_signature", "signature mismatch") from None
-    job = build_job(fields, context.received_at, context.client_ip, context.request_id)
+        check_notification(fields, settings)
+    except Rejected as refusal:
+        if refusal.kept == "signature":
+            metrics.signature_failures.labels(shop_id).inc()
+        if refusal.kept is not None:
+            await _keep(request, refusal, refusal.kept, fields, raw)
+        raise
+    job = build_job(signed_fields(raw, fields), context.received_at, context.client_ip, context.request_id)
     started = time.perf_counter()
     written: bool | None = None
     try:
         written = await app[JOB_WRITER].enqueue(job)
     finally:
         # timed also when Redis did not answer, as Histogram.time() would
-        app[METRICS].count_enqueue(time.perf_counter() - started, written)
+        metrics.count_enqueue(time.perf_counter() - started, written)
     context.outcome = "ok" if written else "duplicate"
     return web.Response(text="OK")
+
+
+async def _keep(
+    request: web.Request, refusal: Rejected, reason: KeptReason, fields: dict[str, str], raw: bytes
+) -> None:
+    context = request[CONTEXT]
+    settings = request.app[SETTINGS]
+    kept = RejectedRequest(
+        reason=reason,
+        status=refusal.status,
+        message=refusal.reason,
+        received_at=context.received_at,
+        client_ip=context.client_ip,
+        request_id=context.request_id,
+        shop_id=fields.get("vads_site_id", ""),
+        order_id=fields.get("vads_order_id", ""),
+        # a signed form or browser return can never pass: its signed part is enough, and padded copies of
+        # one form then take a few hundred bytes each, not 64 KiB
+        body=urlencode(signed_fields(raw, fields)).encode() if reason == "not_notification" else raw,
+    )
+    await keep_rejected(
+        request.app[REDIS],
+        kept,
+        maxlen=settings.forensics_maxlen,
+        max_age_s=settings.forensics_max_age_s,
+        timeout_s=settings.redis_timeout_s,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

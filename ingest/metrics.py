@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from core.keys import FAILED_INDEX
 
 RequestOutcome = Literal[
-    "ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable"
+    "ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable", "client_gone"
 ]
 OUTCOMES: tuple[RequestOutcome, ...] = (
     "ok",
@@ -32,6 +32,7 @@ OUTCOMES: tuple[RequestOutcome, ...] = (
     "bad_signature",
     "forbidden",
     "unavailable",
+    "client_gone",  # the client closed the connection before its request was read: not our failure
 )
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from core.keys import SESSIONS_KEY
+from core.keys import SESSIONS_KEY, TRANS_ID_PERMUTATION_KEY
 from core.sessions import load_session
 from core.signature import verify_signature
 from forms.form import FormOrder
@@ -26,7 +26,8 @@ async def test_an_issued_form_is_signed_and_its_session_is_watched(redis: Redis,
     order = FormOrder(shop_id=SHOP_ID, amount=2990, order_id="CMD-1", mode="PRODUCTION")
     issued = await issue_form(redis, settings, order, now=NOW)
 
-    assert issued.fields["vads_trans_id"] == trans_id_for(0, SHOP_ID, "20240714")
+    secret = await redis.get(TRANS_ID_PERMUTATION_KEY)
+    assert issued.fields["vads_trans_id"] == trans_id_for(0, SHOP_ID, "20240714", secret)
     assert issued.fields["vads_trans_date"] == "20240714120000"
     assert issued.action == settings.platform_url
     assert verify_signature(issued.fields, issued.form.signature, settings.shops[SHOP_ID]) == "valid"

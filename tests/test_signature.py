@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.signature import (
+    ModeNotAccepted,
     SignatureMismatch,
     UnknownShop,
     authenticate,
@@ -145,7 +146,7 @@ def test_authenticate_accepts_only_a_configured_shop_and_mode_with_a_valid_signa
     authenticate(signed, settings)
     with pytest.raises(UnknownShop, match="vads_site_id '87654321' is not a configured shop"):
         authenticate({**signed, "vads_site_id": "87654321"}, settings)
-    with pytest.raises(UnknownShop, match="does not accept vads_ctx_mode 'PRODUCTION'"):
+    with pytest.raises(ModeNotAccepted, match="does not accept vads_ctx_mode 'PRODUCTION'"):
         authenticate({**signed, "vads_ctx_mode": "PRODUCTION"}, settings)
     with pytest.raises(SignatureMismatch):
         authenticate({**signed, "vads_amount": "5125"}, settings)

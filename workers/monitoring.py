@@ -117,7 +117,7 @@ async def check_signature_bursts(
                 "(rotation de clé, mode TEST/PRODUCTION), soit quelqu'un envoie de fausses notifications."
             ),
             actions=(
-                "Voir les dernières : redis-cli XREVRANGE cvco:forensics:signature + - COUNT 20",
+                "Voir les dernières : cvco-ipn rejected list --reason signature --since 1h",
                 "Comparer la clé du back-office avec CVCO_SHOPS, puis redémarrer cvco-ipn serve et cvco-ipn worker.",
             ),
         )
