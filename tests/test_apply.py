@@ -26,8 +26,9 @@ from tests.notifications import (
     queued,
 )
 from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
-from workers.decide import PaymentState, decide
+from workers.decide import decide
 from workers.jobs import handle_notification
+from workers.payment import PaymentState
 from workers.sessions import load_session
 
 SINGLE_LIFE = [
@@ -56,17 +57,9 @@ LIVES = {"single": SINGLE_LIFE, "cascade": CASCADE_LIFE, "cancel": CANCEL_LIFE}
 
 
 def essence(state: PaymentState | None) -> object:
-    """The business state to compare: phase, amounts, every transaction's status, fingerprints applied."""
+    """The whole stored state: its transactions and the outcome derived from them."""
     assert state is not None
-    return (
-        state.phase,
-        state.paid_amount,
-        state.cvco_amount,
-        state.refunded_amount,
-        sorted((slot, tx.status) for slot, tx in state.legs.items()),
-        sorted((slot, tx.status) for slot, tx in state.refunds.items()),
-        state.seen,
-    )
+    return state.model_dump()
 
 
 def pure_final(notes: list[dict[str, str]]) -> tuple[object, list[str]]:

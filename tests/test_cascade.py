@@ -9,7 +9,8 @@ import pytest
 from schemas.notification import parse_notification
 from tests.notifications import RECEIVED_AT, UUID_CB, UUID_PAY, cascade, leg, notification
 from workers.cascade import MalformedCascade
-from workers.decide import CASCADE_PARTIAL, Decision, PaymentState, decide
+from workers.decide import Decision, decide
+from workers.payment import CASCADE_PARTIAL, ConflictingTransaction, PaymentState
 
 
 def run(*notes: dict[str, str]) -> tuple[PaymentState | None, list[Decision]]:
@@ -120,7 +121,7 @@ def test_malformed_cascades_are_permanent_errors() -> None:
     for fields in broken:
         with pytest.raises(MalformedCascade):
             run(fields)
-    with pytest.raises(MalformedCascade):
+    with pytest.raises(ConflictingTransaction):
         run(good, cascade([leg(3, "CB", 4000, "CAPTURED", UUID_CB)]))
 
 

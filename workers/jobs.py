@@ -27,8 +27,9 @@ from schemas.job import QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
-from workers.apply import VersionConflict, apply_decision
-from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
+from workers.apply import VersionConflict, apply_decision, refund_target_key
+from workers.decide import Decision, Result, decide, decide_expiry
+from workers.payment import PaymentState
 from workers.sessions import track_session
 
 log = structlog.get_logger("cvco.worker")
@@ -51,8 +52,7 @@ class StateContention(TimeoutError):
 class Outcome:
     """What a notification or an expiry did: `result` is published, duplicate or stale (ignored).
 
-    `flags` (only when published) name what the alerts watch: `cascade_partial`,
-    `accepted_after_expiry`, `non_eur_cvco`, `partial_refund`, `partial_cancel`.
+    `flags` (only when published) name what the alerts watch (`workers.payment`'s flags).
     """
 
     result: Result
@@ -126,12 +126,27 @@ def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
     )
 
 
+async def _payment_of(redis: Redis, note: Notification) -> str:
+    """The payment a notification belongs to: its own key, or for a refund the paid payment of its order.
+
+    A refund made in the Back Office may carry its own trans_id and date; the platform's guidance is to
+    attach it to the order (`vads_order_id`). Only refunds pay this read.
+    """
+    own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    if note.operation_type != "CREDIT" or note.order_id is None:
+        return own
+    target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
+    if target is None:
+        return own
+    return target.decode() if isinstance(target, bytes) else str(target)
+
+
 async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> Outcome:
     """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
     note = authenticate(settings, queued)
-    key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    key = await _payment_of(redis, note)
     decision, stream_id = await _apply_until_settled(
-        redis, settings, key, lambda state: decide(state, note, queued.received_at), queued.received_at
+        redis, settings, key, lambda state: decide(state, note, queued.received_at, key), queued.received_at
     )
     outcome = _outcome(key, decision, stream_id)
     if outcome.phase == "pending" and outcome.published:
