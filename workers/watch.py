@@ -24,28 +24,14 @@ from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summar
 from workers.apply import load_payment
 from workers.expiry import sweep_expired_sessions
 from workers.failures import PARK_MARGIN_S
-from workers.payment import (
-    ACCEPTED_AFTER_EXPIRY,
-    CASCADE_PARTIAL,
-    EXPIRED_AUTHORISED,
-    NON_EUR_CVCO,
-    PARTIAL_CANCEL,
-    PARTIAL_REFUND,
-    REFUND_UNATTACHED,
-    PaymentState,
-)
+from workers.flag_alerts import FLAG_ALERTS, alert_flags, first_time
+from workers.payment import ACCEPTED_AFTER_EXPIRY, CASCADE_PARTIAL
 
 SWEEP_EVERY_S = 10
 CHECK_EVERY_S = 30
-ONCE_PER_PAYMENT_S = 7 * 86400
-ONCE_PREFIX = "cvco:alerted:"
 BURST_SCAN_MAX = 10_000
 
 log = structlog.get_logger(__name__)
-
-
-async def _first_time(redis: Redis, kind: str, key: str) -> bool:
-    return bool(await redis.set(f"{ONCE_PREFIX}{kind}:{key}", "1", nx=True, ex=ONCE_PER_PAYMENT_S))
 
 
 async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> None:
@@ -54,7 +40,7 @@ async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> No
     `result` is what `process_notification` returned; most jobs carry no flag and cost nothing here.
     """
     flags = set(result.get("flags", ())) if isinstance(result, dict) else set()
-    if not flags & {CASCADE_PARTIAL, ACCEPTED_AFTER_EXPIRY, *_PAYMENT_ALERTS}:
+    if not flags & {CASCADE_PARTIAL, ACCEPTED_AFTER_EXPIRY, *FLAG_ALERTS}:
         return
     redis: Redis = ctx["redis"]
     key = str(result["payment_key"])
@@ -62,71 +48,13 @@ async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> No
     if state is None:
         return
     summary = notification_summary(payload["fields"])
-    if ACCEPTED_AFTER_EXPIRY in flags and await _first_time(redis, "late_acceptance", key):
+    if ACCEPTED_AFTER_EXPIRY in flags and await first_time(redis, "late_acceptance", key):
         await record_alert(
             redis, ctx["settings"], _late_acceptance(state.shop_id, key, str(state.phase), summary)
         )
-    if CASCADE_PARTIAL in flags and await _first_time(redis, "cascade_partial", key):
+    if CASCADE_PARTIAL in flags and await first_time(redis, "cascade_partial", key):
         await record_alert(redis, ctx["settings"], _partial(state.shop_id, key, state, summary))
-    for flag in sorted(flags & set(_PAYMENT_ALERTS)):
-        if await _first_time(redis, flag, key):
-            await record_alert(redis, ctx["settings"], _payment_alert(flag, key, state, summary))
-
-
-_SEED_RULE = (
-    "La plateforme a notifié ce que le guide Chèque-Vacances Connect n'autorise pas : {what} ({key})."
-)
-_SEED_CONSEQUENCE = (
-    "L'événement a été publié avec le drapeau « {flag} » : la commande peut ne pas suivre le paiement."
-)
-_SEED_ACTION = "Vérifier la transaction dans le back-office du marchand et corriger la commande à la main."
-_PAYMENT_ALERTS: dict[str, tuple[str, str, str, str]] = {
-    PARTIAL_REFUND: (
-        "seed_rule_broken",
-        _SEED_RULE.replace("{what}", "un remboursement partiel"),
-        _SEED_CONSEQUENCE,
-        _SEED_ACTION,
-    ),
-    PARTIAL_CANCEL: (
-        "seed_rule_broken",
-        _SEED_RULE.replace("{what}", "une annulation partielle"),
-        _SEED_CONSEQUENCE,
-        _SEED_ACTION,
-    ),
-    NON_EUR_CVCO: (
-        "seed_rule_broken",
-        _SEED_RULE.replace("{what}", "une devise autre que l'euro"),
-        _SEED_CONSEQUENCE,
-        _SEED_ACTION,
-    ),
-    EXPIRED_AUTHORISED: (
-        "expired_authorised",
-        "La session du paiement {key} a expiré alors qu'une part ({paid} centimes) était autorisée.",
-        "payment.expired a été publié (drapeau « {flag} ») mais la part autorisée sera remise en banque "
-        "automatiquement (guide §11.1) : l'acheteur sera débité.",
-        "Rembourser la part autorisée depuis le back-office, ou rétablir la commande.",
-    ),
-    REFUND_UNATTACHED: (
-        "refund_unattached",
-        "Un remboursement de {refunded} centimes ({key}) ne se rattache à aucun paiement connu.",
-        "payment.refunded a été publié seul (drapeau « {flag} », paid_amount 0) : la commande n'est pas liée.",
-        "Retrouver le paiement remboursé dans le back-office et mettre la commande à jour à la main.",
-    ),
-}
-"""Per flag: the alert kind, what happened, the consequence and what to do ({key}, {paid}, ... filled in)."""
-
-
-def _payment_alert(flag: str, key: str, state: PaymentState, summary: dict[str, str]) -> Alert:
-    kind, happened, consequence, action = _PAYMENT_ALERTS[flag]
-    values = {"key": key, "flag": flag, "paid": state.paid_amount, "refunded": state.refunded_amount}
-    return Alert(
-        kind=kind,  # type: ignore[arg-type]  # the table holds only PaymentAlertKind values
-        shop_id=state.shop_id,
-        happened=happened.format(**values),
-        consequence=consequence.format(**values),
-        actions=(action, "Suivre les événements du paiement : cvco-ipn events tail"),
-        summary=summary,
-    )
+    await alert_flags(redis, ctx["settings"], state, flags, summary)
 
 
 def _late_acceptance(shop_id: str, key: str, phase: str, summary: dict[str, str]) -> Alert:
