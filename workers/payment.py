@@ -7,7 +7,8 @@ notifications is the same. The outcome (phase, amounts, flags) is `derive`d from
 updated step by step: the latest attempt decides, the legs of a cascade add up, refunds attach.
 
 The state is stored as JSON for 120 days and read by workers of the previous and the next release
-during a rolling deploy: models ignore fields they do not know and carry `version`.
+during a rolling deploy: models keep fields they do not know as they are (a newer release's, written back
+untouched) and carry `version`, the newest format that wrote to the state.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _PHASE_RANK: dict[Phase | None, int] = {
 class Transaction(BaseModel):
     """One transaction of a payment as far as it got: a single payment's attempt, a leg, or a refund."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     trans_uuid: str | None
     trans_id: str | None = None
@@ -103,13 +104,19 @@ def merge_transaction(old: Transaction | None, new: Transaction) -> Transaction:
         raise ConflictingTransaction(
             f"transaction {new.slot} was number {old.sequence_number}, now {new.sequence_number}"
         )
-    winner = new if _order(new) > _order(old) else old
+    winner, other = (new, old) if _order(new) > _order(old) else (old, new)
     sequence = max(old.sequence_number, new.sequence_number)
     highest = max(old.highest_amount, new.highest_amount)
     original = highest if highest != winner.amount else None
-    if sequence == winner.sequence_number and original == winner.original_amount:
+    unknown = {
+        name: value
+        for name, value in (other.model_extra or {}).items()
+        if name not in (winner.model_extra or {})
+    }
+    if sequence == winner.sequence_number and original == winner.original_amount and not unknown:
         return winner
-    return winner.model_copy(update={"sequence_number": sequence, "original_amount": original})
+    # what a newer release knew of the transaction stays with it
+    return winner.model_copy(update={"sequence_number": sequence, "original_amount": original, **unknown})
 
 
 def is_behind(old: Transaction | None, new: Transaction) -> bool:
@@ -124,9 +131,10 @@ class PaymentState(BaseModel):
     stored so that readers (alerts, operators) need not derive them again.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     version: int = STATE_VERSION
+    """Kept when higher: a newer release's fields may be in the state (kept as extra fields)."""
     key: str
     shop_id: str
     mode: str
