@@ -157,27 +157,27 @@ def _least(old: Any, new: Any) -> Any:
     return new if old is None else old if new is None else min(old, new)
 
 
-def _absorb(base: PaymentState, note: Notification) -> PaymentState:
-    """The payment-level facts of a notification joined into the state (transactions apart)."""
+def _absorb(base: PaymentState, note: Notification, own: bool) -> dict[str, Any]:
+    """The payment-level facts of a notification joined with the state's (transactions apart).
+
+    `own`: the notification carries the payment's own trans_id (not a refund attached by order id).
+    """
     customer, shipping, products, ext_info = echoed_data(note.fields)
     debit = note.operation_type != "CREDIT"
-    own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id) == base.key
     amount = base.amount
     if debit and note.amount is not None:
         amount = note.amount if amount is None else max(amount, note.amount)
-    return base.model_copy(
-        update={
-            "trans_id": min(base.trans_id, note.trans_id) if own else base.trans_id,
-            "order_id": _least(base.order_id, note.order_id),
-            "amount": amount,
-            "currency": _least(base.currency, note.currency),
-            "cascade": base.cascade or note.is_cascade,
-            "customer": pick(base.customer, customer),
-            "shipping": pick(base.shipping, shipping),
-            "products": pick_lines(base.products, products),
-            "ext_info": pick(base.ext_info, ext_info),
-        }
-    )
+    return {
+        "trans_id": min(base.trans_id, note.trans_id) if own else base.trans_id,
+        "order_id": _least(base.order_id, note.order_id),
+        "amount": amount,
+        "currency": _least(base.currency, note.currency),
+        "cascade": base.cascade or note.is_cascade,
+        "customer": pick(base.customer, customer),
+        "shipping": pick(base.shipping, shipping),
+        "products": pick_lines(base.products, products),
+        "ext_info": pick(base.ext_info, ext_info),
+    }
 
 
 def decide(
@@ -189,13 +189,13 @@ def decide(
     trans_id, attached by order id).
     """
     incoming = transactions_of(note)
-    own = key or payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
-    base = state or _new_state(note, own)
+    own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    base = state or _new_state(note, key or own)
     behind = any(
         is_behind((base.refunds if tx.operation_type == "CREDIT" else base.legs).get(tx.slot), tx)
         for tx in incoming
     )
-    facts = merge(_absorb(base, note), incoming)
+    facts = base.model_copy(update={**_absorb(base, note, base.key == own), **merge(base, incoming)})
     trigger = Trigger(
         trans_id=note.trans_id,
         trans_uuid=note.trans_uuid,

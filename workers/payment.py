@@ -223,10 +223,16 @@ def derive(state: PaymentState) -> PaymentState:
         phase = "expired"  # the platform's late word on an ended session is the same fact
     if refunded and phase in PAID_PHASES:
         phase = "refunded"
-    derived = state.model_copy(
-        update={"phase": phase, "paid_amount": paid, "cvco_amount": cvco, "refunded_amount": refunded}
+    flags = _flags(state, phase, paid, debits, credits)
+    return state.model_copy(
+        update={
+            "phase": phase,
+            "paid_amount": paid,
+            "cvco_amount": cvco,
+            "refunded_amount": refunded,
+            "flags": flags,
+        }
     )
-    return derived.model_copy(update={"flags": _flags(derived, debits, credits)})
 
 
 def _latest_attempt(debits: Iterable[Transaction]) -> Transaction:
@@ -286,7 +292,9 @@ def _cascade_phase(
     return next((phase for phase in _UNPAID_PRIORITY if phase in phases), "refused")
 
 
-def _flags(state: PaymentState, debits: list[Transaction], credits: list[Transaction]) -> list[str]:
+def _flags(
+    state: PaymentState, phase: Phase | None, paid: int, debits: list[Transaction], credits: list[Transaction]
+) -> list[str]:
     """Seed rules the payment breaks (§3, §12) and states worth a look, from its transactions alone."""
     flags = []
     brands = {tx.card_brand for tx in debits} | {tx.card_brand for tx in state.refunds.values()}
@@ -298,24 +306,24 @@ def _flags(state: PaymentState, debits: list[Transaction], credits: list[Transac
             flags.append(PARTIAL_REFUND)
         if any(tx.card_brand == "CVCO" and tx.amount < tx.highest_amount for tx in debits):
             flags.append(PARTIAL_CANCEL)
-    if state.phase == "partial":
+    if phase == "partial":
         flags.append(CASCADE_PARTIAL)
-    if state.session_expired and state.phase in ("accepted", "captured", "partial", "refunded"):
+    if state.session_expired and phase in ("accepted", "captured", "partial", "refunded"):
         flags.append(ACCEPTED_AFTER_EXPIRY)
-    if state.session_expired and state.phase == "expired" and state.paid_amount:
+    if state.session_expired and phase == "expired" and paid:
         flags.append(EXPIRED_AUTHORISED)
     if not debits and credits and _unattachable(state):
         flags.append(REFUND_UNATTACHED)
     return flags
 
 
-def merge(state: PaymentState, incoming: Iterable[Transaction]) -> PaymentState:
-    """The state once `incoming` transactions are known too (not yet derived)."""
+def merge(state: PaymentState, incoming: Iterable[Transaction]) -> dict[str, dict[str, Transaction]]:
+    """The `legs` and `refunds` of the state once `incoming` transactions are known too."""
     legs, refunds = dict(state.legs), dict(state.refunds)
     for tx in incoming:
         target = refunds if tx.operation_type == "CREDIT" else legs
         target[tx.slot] = merge_transaction(target.get(tx.slot), tx)
-    return state.model_copy(update={"legs": legs, "refunds": refunds})
+    return {"legs": legs, "refunds": refunds}
 
 
 def pick(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
