@@ -109,7 +109,7 @@ async def load_versioned(redis: Redis, key: str) -> tuple[PaymentState | None, s
 
 
 async def load_payment(redis: Redis, key: str) -> PaymentState | None:
-    """What cvco-ipn knows of a payment (by `payment_key`); `.is_final` / `.phase` tell where it stands."""
+    """What cvco-ipn knows of a payment (by `payment_key`); `.phase` and `.flags` tell where it stands."""
     state, _ = await load_versioned(redis, key)
     return state
 

@@ -30,7 +30,6 @@ from workers.payment import (
     merge,
     outcome_of,
     pick,
-    pick_lines,
 )
 
 Result = Literal["published", "duplicate", "stale"]
@@ -175,7 +174,7 @@ def _absorb(base: PaymentState, note: Notification, own: bool) -> dict[str, Any]
         "cascade": base.cascade or note.is_cascade,
         "customer": pick(base.customer, customer),
         "shipping": pick(base.shipping, shipping),
-        "products": pick_lines(base.products, products),
+        "products": pick(base.products, products),
         "ext_info": pick(base.ext_info, ext_info),
     }
 

@@ -9,7 +9,7 @@ Entry points for the rest of the project:
 - `publish_session_expiry(redis, settings, pending, now) -> Outcome`: a `payment.expired` event (status
   `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
   or a restart publish it once.
-- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, `.is_final`).
+- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, amounts, `.flags`).
 """
 
 from __future__ import annotations

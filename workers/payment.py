@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -326,17 +327,11 @@ def merge(state: PaymentState, incoming: Iterable[Transaction]) -> dict[str, dic
     return {"legs": legs, "refunds": refunds}
 
 
-def pick(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
-    """The join of two copies of echoed data: the same whichever came first."""
-    if old == new or not new:
-        return old
-    if not old:
-        return new
-    return max(old, new, key=lambda data: orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+Echoed = TypeVar("Echoed", dict[str, str], list[dict[str, str]])
 
 
-def pick_lines(old: list[dict[str, str]], new: list[dict[str, str]]) -> list[dict[str, str]]:
-    """`pick` for cart lines."""
+def pick(old: Echoed, new: Echoed) -> Echoed:
+    """The join of two copies of echoed data (customer, cart lines...): the same whichever came first."""
     if old == new or not new:
         return old
     if not old:
