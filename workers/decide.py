@@ -59,6 +59,7 @@ class Change:
     recorded: bool
     event_type: str | None
     reason: str
+    backwards: bool = False
 
 
 def what_changed(old: PaymentState | None, new: PaymentState) -> Change:
@@ -76,7 +77,7 @@ def what_changed(old: PaymentState | None, new: PaymentState) -> Change:
     if before is not None and _visible(before) == _visible(after):
         return Change(True, None, "recorded; the payment's outcome is unchanged")
     if before is not None and after.progress < before.progress:
-        return Change(True, None, "recorded; would move the payment backwards")
+        return Change(True, None, "recorded; would move the payment backwards", backwards=True)
     return Change(True, event_type(after), "")
 
 
@@ -100,7 +101,7 @@ def settle(
     new = derive(facts)
     change = what_changed(old, new)
     if change.event_type is None:
-        result: Result = "stale" if behind or "backwards" in change.reason else "duplicate"
+        result: Result = "stale" if behind or change.backwards else "duplicate"
         return Decision(result, new if change.recorded else None, None, reason=change.reason)
     event = build_event(new, trigger, change.event_type)
     return Decision("published", new, event, tuple(new.flags))
