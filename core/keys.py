@@ -9,6 +9,8 @@ SESSION_RECORD_PREFIX = "cvco:session:"
 
 PAYMENT_PREFIX = "cvco:payment:"
 """+ payment key (hash): the payment's state and version, written by the workers' compare-and-set."""
+REFUND_TARGET_PREFIX = "cvco:refund-target:"
+"""+ shop, mode and order id: the key of that order's paid payment, which a refund of the order joins."""
 
 FORENSICS_STREAM = "cvco:forensics:signature"
 """Stream of signature mismatches (no body), written by the receiver, counted by the workers' checks."""

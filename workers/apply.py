@@ -1,11 +1,14 @@
-"""The one atomic write of the worker: payment state + applied fingerprint + event, or nothing.
+"""The one atomic write of the worker: payment state + event (+ refund target), or nothing.
 
 Redis layout (all under `cvco:`):
 
-- `cvco:payment:<payment key>` (hash): `v` = state version (compare-and-set), `s` = `PaymentState` JSON,
-  whose `seen` list holds the fingerprints applied. Expires `PAYMENT_TTL_S` after its last change: a
-  notification for a payment older than that is treated as new (its event keeps the same deterministic
-  `event_id` when the state is the same, so consumers still deduplicate).
+- `cvco:payment:<payment key>` (hash): `v` = write count (compare-and-set), `s` = `PaymentState` JSON
+  (`workers.payment`: its transactions, and the outcome derived from them). Expires `PAYMENT_TTL_S` after
+  its last change: a notification for a payment older than that is treated as new (its event keeps the
+  same deterministic `event_id` for the same outcome, so consumers still deduplicate). More writes of the
+  same step (a per-payment history, say) can join the script.
+- `cvco:refund-target:<shop>:<mode>:<order id>` (string): the key of the paid payment of that order, for
+  refunds that carry their own trans_id (Back Office refunds); same lifetime as the payment.
 - `settings.stream` (stream): one entry per event, field `event` (JSON) plus `type`, `shop_id`,
   `event_id` for filtering, trimmed with `MAXLEN ~ settings.stream_maxlen`.
 - `cvco:sessions` (sorted set) and `cvco:session:<payment key>` (`core.sessions`): a payment that got
@@ -29,22 +32,29 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from core.keys import PAYMENT_PREFIX, SESSION_RECORD_PREFIX, SESSIONS_KEY
+from core.keys import PAYMENT_PREFIX, REFUND_TARGET_PREFIX, SESSION_RECORD_PREFIX, SESSIONS_KEY
 from schemas.settings import Settings
-from workers.decide import Decision, PaymentState
+from workers.decide import Decision
 from workers.events import event_json
+from workers.payment import PAID_PHASES, PaymentState
 
 PAYMENT_TTL_S = 120 * 86400
 
-# KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, then 8 per item:
+
+def refund_target_key(shop_id: str, mode: str, order_id: str) -> str:
+    """Where the payment a refund of this order attaches to is named (the platform's own guidance)."""
+    return f"{REFUND_TARGET_PREFIX}{shop_id}:{mode}:{order_id}"
+
+
+# KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, then 9 per item:
 # expected version, state JSON, event JSON ('' = none), type, shop id, event id, '1' to stop watching
-# the session, payment key. Items are applied in order: a later item on the same payment sees the
+# the session, payment key, refund target key to point at this payment ('' = none). Items are applied in order: a later item on the same payment sees the
 # earlier one's write. Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = (
     """
 local replies = {}
 for i = 3, #KEYS do
-  local a = (i - 3) * 8 + 2
+  local a = (i - 3) * 9 + 2
   local key = KEYS[i]
   local current = redis.call('HGET', key, 'v') or '0'
   if current ~= ARGV[a + 1] then
@@ -57,6 +67,9 @@ for i = 3, #KEYS do
       redis.call('DEL', '"""
     + SESSION_RECORD_PREFIX
     + """' .. ARGV[a + 8])
+    end
+    if ARGV[a + 9] ~= '' then
+      redis.call('SET', ARGV[a + 9], ARGV[a + 8], 'EX', ARGV[2])
     end
     if ARGV[a + 3] == '' then
       replies[i - 2] = {1, ''}
@@ -94,7 +107,7 @@ async def load_versioned(redis: Redis, key: str) -> tuple[PaymentState | None, s
 
 
 async def load_payment(redis: Redis, key: str) -> PaymentState | None:
-    """What cvco-ipn knows of a payment (by `payment_key`); `.is_final` / `.phase` tell where it stands."""
+    """What cvco-ipn knows of a payment (by `payment_key`); `.phase` and `.flags` tell where it stands."""
     state, _ = await load_versioned(redis, key)
     return state
 
@@ -113,6 +126,8 @@ async def apply_decision(
         raise ValueError("a decision without a new state has nothing to write")
     event = decision.event_data
     watch_done = state.phase not in (None, "pending")
+    paid = state.phase in PAID_PHASES and state.order_id is not None
+    target = refund_target_key(state.shop_id, state.mode, state.order_id or "") if paid else ""
     item = (
         PAYMENT_PREFIX + state.key,
         version,
@@ -123,6 +138,7 @@ async def apply_decision(
         event["event_id"] if event else "",
         "1" if watch_done else "0",
         state.key,
+        target,
     )
     reply = await _writer(redis, settings).submit(item, received)
     if not int(reply[0]):
@@ -132,8 +148,8 @@ async def apply_decision(
     return _text(reply[1]) or None
 
 
-_Item = tuple[str, str, str, str, str, str, str, str, str]
-"""The payment hash key, then the script's 8 arguments of one compare-and-set."""
+_Item = tuple[str, str, str, str, str, str, str, str, str, str]
+"""The payment hash key, then the script's 9 arguments of one compare-and-set."""
 
 
 class StateWriter:

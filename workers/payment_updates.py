@@ -11,7 +11,7 @@ Entry points for the rest of the project:
 - `publish_session_expiry(redis, settings, pending, now) -> JobOutcome`: a `payment.expired` event (status
   `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
   or a restart publish it once.
-- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, `.is_final`).
+- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, amounts, `.flags`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from redis.asyncio import Redis
 from core.sessions import track_session
 from core.signature import authenticate
 from schemas.job import QueuedNotification
-from schemas.notification import parse_notification, payment_key
+from schemas.notification import Notification, parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
-from workers.apply import VersionConflict, apply_decision
+from workers.apply import VersionConflict, apply_decision, refund_target_key
 from workers.context import WorkerContext
-from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
+from workers.decide import Decision, Result, decide, decide_expiry
+from workers.payment import PaymentState
 
 log = structlog.get_logger("cvco.worker")
 MAX_ATTEMPTS = 50
@@ -47,8 +48,7 @@ class StateContention(TimeoutError):
 class JobOutcome:
     """What a notification or an expiry did: `result` is published, duplicate or stale (ignored).
 
-    `flags` (only when published) name what the alerts watch: `cascade_partial`,
-    `accepted_after_expiry`, `non_eur_cvco`, `partial_refund`, `partial_cancel`.
+    `flags` (only when published) name what the alerts watch (`workers.payment`'s flags).
     """
 
     result: Result
@@ -105,13 +105,28 @@ def _outcome(key: str, decision: Decision) -> JobOutcome:
     )
 
 
+async def _payment_of(redis: Redis, note: Notification) -> str:
+    """The payment a notification belongs to: its own key, or for a refund the paid payment of its order.
+
+    A refund made in the Back Office may carry its own trans_id and date; the platform's guidance is to
+    attach it to the order (`vads_order_id`). Only refunds pay this read.
+    """
+    own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    if note.operation_type != "CREDIT" or note.order_id is None:
+        return own
+    target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
+    if target is None:
+        return own
+    return target.decode() if isinstance(target, bytes) else str(target)
+
+
 async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> JobOutcome:
     """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
     authenticate(queued.fields, settings)  # what the receiver checked, against this worker's own settings
     note = parse_notification(queued.fields)
-    key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    key = await _payment_of(redis, note)
     decision = await _apply_until_settled(
-        redis, settings, key, lambda state: decide(state, note, queued.received_at), queued.received_at
+        redis, settings, key, lambda state: decide(state, note, queued.received_at, key), queued.received_at
     )
     outcome = _outcome(key, decision)
     if outcome.phase == "pending" and outcome.published:
