@@ -120,16 +120,22 @@ async def test_merchant_cancel_after_acceptance_and_a_refund(
     redis: Redis, settings: Settings, shop: ShopConfig, pool: ArqRedis
 ) -> None:
     """MERCH_BO cancel of an accepted payment -> payment.cancelled; a CREDIT -> payment.refunded."""
+    # the refunded payment has an order of its own: a refund joins its order's paid payment, and with two
+    # paid payments on one order which one it joined would depend on the order the jobs ran in
+    other_order = {"vads_order_id": "order-43"}
     await enqueue(pool, settings, shop, notification("AUTHORISED"))
-    await enqueue(pool, settings, shop, notification("CAPTURED", trans_id="Rf0001"))
+    await enqueue(pool, settings, shop, notification("CAPTURED", trans_id="Rf0001", extra=other_order))
     assert await drain(settings) == 0
     await enqueue(pool, settings, shop, notification("CANCELLED", source="MERCH_BO", auth=None))
-    await enqueue(
-        pool,
-        settings,
-        shop,
-        notification("CAPTURED", trans_id="Rf0001", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO"),
+    refund = notification(
+        "CAPTURED",
+        trans_id="Rf0001",
+        uuid=UUID_REFUND,
+        operation="CREDIT",
+        source="MERCH_BO",
+        extra=other_order,
     )
+    await enqueue(pool, settings, shop, refund)
     await enqueue(pool, settings, shop, notification("AUTHORISED", source="RETRY"))
     assert await drain(settings) == 0
     got = [(event["trans_id"], event["type"]) for event in await events(redis, settings)]
