@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -29,6 +30,7 @@ from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision, refund_target_key
 from workers.decide import Decision, Result, decide, decide_expiry
+from workers.history import expiry_entry, notification_entry
 from workers.payment import PaymentState
 from workers.sessions import track_session
 
@@ -91,8 +93,13 @@ async def _apply_until_settled(
     key: str,
     decide_on: Callable[[PaymentState | None], Decision],
     received: datetime,
+    entry: dict[str, Any],
 ) -> tuple[Decision, str | None]:
     """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
+
+    `entry` goes to the payment's history with what was decided, in the same write; a decision that
+    writes no state writes the entry alone, still at the version it was decided on. A decision on a
+    payment never seen that writes nothing (an expiry already past) leaves no entry: there is no payment.
 
     The first decision assumes a payment never seen (most notifications are a payment's first); a
     wrong guess costs nothing but the CPU of that decision, since the conflict brings the real state.
@@ -102,10 +109,10 @@ async def _apply_until_settled(
     order = received.timestamp()
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
-        if decision.state is None:
+        if decision.state is None and state is None:
             return decision, None
         try:
-            return decision, await apply_decision(redis, settings, version, decision, order)
+            return decision, await apply_decision(redis, settings, version, decision, order, entry, key)
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version
     raise StateContention(f"payment {key} changed under {MAX_ATTEMPTS} attempts in a row")
@@ -146,7 +153,12 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
     note = authenticate(settings, queued)
     key = await _payment_of(redis, note)
     decision, stream_id = await _apply_until_settled(
-        redis, settings, key, lambda state: decide(state, note, queued.received_at, key), queued.received_at
+        redis,
+        settings,
+        key,
+        lambda state: decide(state, note, queued.received_at, key),
+        queued.received_at,
+        notification_entry(queued),
     )
     outcome = _outcome(key, decision, stream_id)
     if outcome.phase == "pending" and outcome.published:
@@ -172,7 +184,7 @@ async def publish_session_expiry(
 ) -> Outcome:
     """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
     decision, stream_id = await _apply_until_settled(
-        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now
+        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now, expiry_entry(now)
     )
     outcome = _outcome(pending.key, decision, stream_id)
     _log(outcome)
