@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import demo, events, failed, form, rejected, serve, simulate, worker
+from cli import demo, events, failed, form, payment, rejected, serve, simulate, worker
 
-COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, events, rejected)
+COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, events, rejected, payment)
 
 
 class _Parser(argparse.ArgumentParser):
