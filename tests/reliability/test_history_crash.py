@@ -67,7 +67,8 @@ def test_history_holds_exactly_the_applied_notifications_after_kill_9(cluster: C
             )
             worker.kill()
             orphans.append(_in_progress(redis))
-        comeback_s = max([0, *(cast(int, redis.pttl(k)) for k in redis.keys("arq:in-progress:*"))]) / 1000
+        held = cast(list[bytes], redis.keys("arq:in-progress:*"))
+        comeback_s = max([0, *(cast(int, redis.pttl(key)) for key in held)]) / 1000
         cluster.start_worker()
         cluster.start_worker()
         # the queue empties only once every orphan ran again: the RETRY copies too
