@@ -138,3 +138,19 @@ async def test_platform_text_is_shown_literally(pool: ArqRedis, settings: Settin
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout
     assert "order_id: evil\\x1b]0;pwned\\x07[bold]x[/bold]" in done.stdout
     assert payments(show(order, "--json"))[0]["state"]["order_id"] == order
+
+
+async def test_a_parked_notification_of_a_known_payment_is_in_its_history(
+    pool: ArqRedis, settings: Settings, shop: ShopConfig
+) -> None:
+    for status in ("AUTHORISED", "NOT_A_STATUS"):  # one at a time: a parked first has no payment to join
+        await enqueue_notification(pool, settings, queued(notification(status), shop))
+        assert await drain(settings) == 0
+
+    (payment,) = payments(show("order-42", "--json"))
+    assert [(n["status"], n["result"]) for n in payment["notifications"]] == [
+        ("AUTHORISED", "published"),
+        ("NOT_A_STATUS", "parked"),
+    ]
+    assert payment["notifications"][1]["error"]
+    assert payment["state"]["phase"] == "accepted"

@@ -29,15 +29,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from schemas.job import QueuedNotification
+from schemas.notification import payment_key
 from schemas.settings import Settings
 from workers.decide import Decision
 from workers.events import event_json
-from workers.history import DROPPED_FIELD, HISTORY_CAP, HISTORY_PREFIX, REF_PREFIX, entry_json, refs_of
+from workers.history import (
+    HISTORY_CAP,
+    HISTORY_PREFIX,
+    REF_PREFIX,
+    REMEMBER_LUA,
+    entry_json,
+    parked_entry,
+    refs_of,
+)
 from workers.payment import PAID_PHASES, PaymentState
 from workers.sessions import SESSION_RECORD_PREFIX, SESSIONS_KEY
 
@@ -58,7 +69,8 @@ def refund_target_key(shop_id: str, mode: str, order_id: str) -> str:
 # line). Items are applied in order: a later item on the same payment sees the earlier one's write.
 # Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = (
-    """
+    REMEMBER_LUA
+    + """
 local cap = tonumber(ARGV[3])
 local replies = {}
 for i = 3, #KEYS do
@@ -100,17 +112,9 @@ for i = 3, #KEYS do
       if sid ~= '' then
         entry = string.sub(entry, 1, -2) .. ',"sid":"' .. sid .. '"}'
       end
-      local history = '"""
+      remember(key, '"""
     + HISTORY_PREFIX
-    + """' .. ARGV[a + 8]
-      local n = redis.call('RPUSH', history, entry)
-      if n > cap then
-        redis.call('LTRIM', history, n - cap, -1)
-        redis.call('HINCRBY', key, '"""
-    + DROPPED_FIELD
-    + """', n - cap)
-      end
-      redis.call('PEXPIRE', history, ttl)
+    + """' .. ARGV[a + 8], entry, cap, ttl)
     end
     replies[i - 2] = {1, sid}
   end
@@ -119,6 +123,36 @@ return replies
 """
 )
 _APPLY_SHA = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest()
+
+
+# KEYS: payment hash, its history. ARGV: entry JSON, cap. The entry joins an existing payment only.
+_PARKED = (
+    REMEMBER_LUA
+    + """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  remember(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ttl)
+end
+"""
+)
+
+
+async def record_parked(redis: Redis, payload: Any, error: BaseException) -> None:
+    """Note a parked notification in the history of its payment, when that payment is known.
+
+    Parking writes no state, so this is a write of its own; a notification that cannot be read, or whose
+    payment cvco-ipn never saw, is only in the failed list.
+    """
+    try:
+        queued = QueuedNotification.model_validate(payload)
+        fields = queued.fields
+        day = datetime.strptime(fields["vads_trans_date"], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        key = payment_key(fields["vads_site_id"], fields["vads_ctx_mode"], day, fields["vads_trans_id"])
+    except (ValueError, KeyError, TypeError):
+        return
+    keys = (PAYMENT_PREFIX + key, HISTORY_PREFIX + key)
+    entry = parked_entry(queued, error)
+    await redis.eval(_PARKED, 2, *keys, entry, str(HISTORY_CAP))  # type: ignore[misc]  # redis-py types eval as Awaitable | value
 
 
 class VersionConflict(Exception):

@@ -31,6 +31,23 @@ HISTORY_CAP = 50
 """Entries kept per payment: a payment's life is a handful of notifications; a storm keeps its latest."""
 DROPPED_FIELD = "hd"
 
+REMEMBER_LUA = (
+    """
+local function remember(key, history, entry, cap, ttl)
+  local n = redis.call('RPUSH', history, entry)
+  if n > cap then
+    redis.call('LTRIM', history, n - cap, -1)
+    redis.call('HINCRBY', key, '"""
+    + DROPPED_FIELD
+    + """', n - cap)
+  end
+  redis.call('PEXPIRE', history, ttl)
+end
+"""
+)
+"""Lua: append `entry` to a payment's history, keep the latest `cap`, count what was dropped in the
+payment hash `key`, and give the history the hash's remaining lifetime `ttl` (ms)."""
+
 
 def notification_entry(queued: QueuedNotification) -> dict[str, Any]:
     """What the history keeps of a received notification, before the worker decided on it."""
@@ -44,6 +61,12 @@ def notification_entry(queued: QueuedNotification) -> dict[str, Any]:
         "tid": fields.get("vads_trans_id"),
         "rid": queued.request_id,
     }
+
+
+def parked_entry(queued: QueuedNotification, error: BaseException) -> str:
+    """The entry of a notification parked as failed: it changed nothing, and the failed list holds it."""
+    entry = {**notification_entry(queued), "did": "parked", "err": type(error).__name__}
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
 
 
 def expiry_entry(now: datetime) -> dict[str, Any]:

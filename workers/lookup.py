@@ -63,6 +63,7 @@ def _split(raw: list[bytes | str]) -> tuple[list[dict[str, Any]], list[dict[str,
                     **{name: entry.get(short) for short, name in _NAMES.items()},
                     "request_id": entry.get("rid"),
                     "result": entry.get("did"),
+                    **({"error": entry["err"]} if "err" in entry else {}),
                 }
             )
         if entry.get("eid"):
