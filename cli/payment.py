@@ -60,7 +60,8 @@ def _print_record(record: PaymentRecord) -> None:
     print(f"  notifications ({len(record.notifications)}):")
     for note in record.notifications:
         fields = ("received_at", "source", "status", "trans_uuid", "request_id", "result")
-        print("    " + "  ".join(_value(note[name]) for name in fields))
+        error = f"  ({_value(note['error'])})" if "error" in note else ""
+        print("    " + "  ".join(_value(note[name]) for name in fields) + error)
     print(f"  events ({len(record.events)}):")
     for event in record.events:
         print("    " + "  ".join(_value(event[name]) for name in ("time", "type", "event_id")))

@@ -10,15 +10,20 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID, TEST_REDIS_URL, free_port
 from tests.notifications import UUID_CB, UUID_PAY, drain, enqueue_notification, notification, queued
+from tests.test_expiry import pending
+from workers.expiry import sweep_expired_sessions
 from workers.history import HISTORY_CAP
+from workers.sessions import track_session
 
 CLI = str(Path(sys.executable).with_name("cvco-ipn"))
 KEY_A = f"{SHOP_ID}:TEST:20240501:ab12cd"
@@ -154,3 +159,21 @@ async def test_a_parked_notification_of_a_known_payment_is_in_its_history(
     ]
     assert payment["notifications"][1]["error"]
     assert payment["state"]["phase"] == "accepted"
+
+
+async def test_a_detected_expiry_is_an_event_of_the_payment_not_a_notification(
+    redis: Redis, pool: ArqRedis, settings: Settings, shop: ShopConfig
+) -> None:
+    """Expired in silence, then AUTHORISED: one notification, two events, the expiry's from SESSION_TIMEOUT."""
+    await track_session(redis, pending("Ab12Cd", trans_date=datetime(2024, 5, 1, 12, 0, tzinfo=UTC)))
+    assert await sweep_expired_sessions(redis, settings) == 1
+    assert await sweep_expired_sessions(redis, settings) == 0
+    await enqueue_notification(pool, settings, queued(notification("AUTHORISED"), shop))
+    assert await drain(settings) == 0
+
+    (payment,) = payments(show("Ab12Cd", "--json"))
+    assert [(n["status"], n["result"]) for n in payment["notifications"]] == [("AUTHORISED", "published")]
+    assert [(e["type"], e["source"]) for e in payment["events"]] == [
+        ("payment.expired", "SESSION_TIMEOUT"),
+        ("payment.accepted", "PAY"),
+    ]

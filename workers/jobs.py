@@ -98,8 +98,8 @@ async def _apply_until_settled(
     """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
 
     `entry` goes to the payment's history with what was decided, in the same write; a decision that
-    writes no state writes the entry alone, still at the version it was decided on. A decision on a
-    payment never seen that writes nothing (an expiry already past) leaves no entry: there is no payment.
+    writes no state writes a notification's entry alone, still at the version it was decided on; an
+    expiry that changes nothing leaves no entry (the history lists notifications and events).
 
     The first decision assumes a payment never seen (most notifications are a payment's first); a
     wrong guess costs nothing but the CPU of that decision, since the conflict brings the real state.
@@ -109,8 +109,8 @@ async def _apply_until_settled(
     order = received.timestamp()
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
-        if decision.state is None and state is None:
-            return decision, None
+        if decision.state is None and (state is None or entry["k"] != "n"):
+            return decision, None  # a payment never seen, or an expiry that is no news: nothing to write
         try:
             return decision, await apply_decision(redis, settings, version, decision, order, entry, key)
         except VersionConflict as conflict:
