@@ -91,29 +91,21 @@ def events_of(redis: Redis, key: str) -> list[dict[str, Any]]:
     return [event for event in read_events(redis, STREAM) if event["payment_key"] == key]
 
 
-def in_order(
-    system: tuple[Cluster, str], notes: list[Fields], trans_id: str
+def deliver(
+    system: tuple[Cluster, str], notes: list[Fields], trans_id: str, *, together: bool = False
 ) -> tuple[PaymentState, list[dict[str, Any]]]:
-    """Each notification posted and processed before the next; the final state and the events."""
+    """The notifications for payment `trans_id`, each processed before the next is sent, or `together`:
+    each posted twice, all from parallel connections. The final state and the payment's events.
+    """
     cluster, url = system
     redis = Redis.from_url(cluster.redis_url)
     notes = [of_payment(fields, trans_id) for fields in notes]
-    for fields in notes:
+    if together:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(lambda fields: post(url, fields), notes + notes[::-1])) == {200}
+    for fields in [] if together else notes:
         assert post(url, fields) == 200
         quiet(redis)
-    key = key_of(notes[0])
-    return state_of(redis, key), events_of(redis, key)
-
-
-def at_once(
-    system: tuple[Cluster, str], notes: list[Fields], trans_id: str
-) -> tuple[PaymentState, list[dict[str, Any]]]:
-    """Every notification posted twice, all from parallel connections; the final state and the events."""
-    cluster, url = system
-    redis = Redis.from_url(cluster.redis_url)
-    notes = [of_payment(fields, trans_id) for fields in notes]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        assert set(pool.map(lambda fields: post(url, fields), notes + notes[::-1])) == {200}
     quiet(redis)
     key = key_of(notes[0])
     return state_of(redis, key), events_of(redis, key)
@@ -124,8 +116,8 @@ def both_ways(
 ) -> tuple[PaymentState, list[dict[str, Any]]]:
     """The case in its order and all at once: same state, same last event; returns the ordered run."""
     first, second = f"{name:0<5}1", f"{name:0<5}2"
-    ordered, ordered_events = in_order(system, notes, first)
-    burst, burst_events = at_once(system, notes, second)
+    ordered, ordered_events = deliver(system, notes, first)
+    burst, burst_events = deliver(system, notes, second, together=True)
     assert anonymous(ordered, first) == anonymous(burst, second)
     last = ("type", "amount", "paid_amount", "cvco_amount", "refunded_amount", "flags")
     assert [ordered_events[-1][k] for k in last] == [burst_events[-1][k] for k in last]
@@ -181,7 +173,7 @@ def test_3_a_refund_first_waits_for_its_payment_and_a_bo_refund_attaches_by_orde
 
     cluster, url = system
     redis = Redis.from_url(cluster.redis_url)
-    paid, _ = in_order(system, [notification("CAPTURED")], "C3b001")
+    paid, _ = deliver(system, [notification("CAPTURED")], "C3b001")
     own_refund = {
         **refund,
         "vads_trans_id": "912345",
@@ -261,7 +253,7 @@ def test_8_a_cascade_expiring_with_money_authorised_is_flagged_and_alerted(
     started = cascade(
         [leg(1, "CVCO", 2000, "AUTHORISED", UUID_PAY), leg(2, "CB", 8000, "WAITING_AUTHORISATION", UUID_CB)]
     )
-    state, _ = in_order(system, [started], "C80001")
+    state, _ = deliver(system, [started], "C80001")
     wait_until(lambda: state_of(redis, state.key).phase == "expired", 40, "the sweeper expires the session")
     expired = events_of(redis, state.key)[-1]
     assert (expired["type"], expired["paid_amount"], expired["flags"]) == (
@@ -297,7 +289,7 @@ def test_9_a_late_abandoned_after_a_detected_expiry_publishes_no_second_end(
 ) -> None:
     cluster, url = system
     redis = Redis.from_url(cluster.redis_url)
-    state, _ = in_order(system, [notification("WAITING_AUTHORISATION", auth=None)], "C9c001")
+    state, _ = deliver(system, [notification("WAITING_AUTHORISATION", auth=None)], "C9c001")
     wait_until(lambda: state_of(redis, state.key).phase == "expired", 40, "the sweeper expires the session")
     abandoned = of_payment(notification("ABANDONED", auth=None, operation=None), "C9c001")
     assert post(url, abandoned) == 200
@@ -317,5 +309,5 @@ def test_11_a_shop_key_pasted_with_spaces_still_verifies(tmp_path: Path) -> None
         cluster.start_worker()
         cluster.start_worker()
         url = f"http://127.0.0.1:{receiver.port}/ipn"
-        state, events = in_order((cluster, url), [notification("AUTHORISED")], "C11001")
+        state, events = deliver((cluster, url), [notification("AUTHORISED")], "C11001")
         assert state.phase == "accepted" and types(events) == ["payment.accepted"]
