@@ -28,10 +28,10 @@ from schemas.job import QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
-from workers.apply import VersionConflict, apply_decision, refund_target_key
+from workers.apply import PAYMENT_PREFIX, VersionConflict, apply_decision, refund_target_key
 from workers.decide import Decision, Result, decide, decide_expiry
 from workers.history import expiry_entry, notification_entry
-from workers.payment import PaymentState
+from workers.payment import PaymentState, platform_reserved
 from workers.sessions import track_session
 
 log = structlog.get_logger("cvco.worker")
@@ -136,11 +136,14 @@ def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
 async def _payment_of(redis: Redis, note: Notification) -> str:
     """The payment a notification belongs to: its own key, or for a refund the paid payment of its order.
 
-    A refund made in the Back Office may carry its own trans_id and date; the platform's guidance is to
-    attach it to the order (`vads_order_id`). Only refunds pay this read.
+    A refund made in the Back Office may carry its own trans_id (from the platform's reserved range) and
+    date; the platform's guidance is to attach it to the order (`vads_order_id`). A refund whose own key
+    holds a payment stays with it, even when the order has other payments. Only refunds pay these reads.
     """
     own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
     if note.operation_type != "CREDIT" or note.order_id is None:
+        return own
+    if not platform_reserved(note.trans_id) and await redis.exists(PAYMENT_PREFIX + own):
         return own
     target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
     if target is None:
