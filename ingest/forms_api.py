@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.form_rules import FormRuleError
+from ingest.redis_connection import redis_client
 from schemas.settings import Settings
 
 FORMS_PATH = "/forms"
@@ -36,11 +37,7 @@ def add_form_routes(app: web.Application, settings: Settings) -> None:
 
 async def _forms_redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[FORMS_SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     app[FORMS_REDIS] = redis
     yield
     await redis.aclose()
