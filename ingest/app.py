@@ -117,7 +117,9 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _job_writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer = JobWriter(app[REDIS], settings.queue_name, settings.redis_timeout_s)
+    writer = JobWriter(
+        app[REDIS], settings.queue_name, settings.redis_timeout_s, min_replicas=settings.redis_min_replicas
+    )
     app[JOB_WRITER] = writer
     task = asyncio.create_task(writer.run(), name="cvco-job-writer")
     yield
