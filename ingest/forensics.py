@@ -20,6 +20,16 @@ FORENSICS_STREAM = "cvco:forensics:signature"
 log = structlog.get_logger(__name__)
 
 
+def oldest_kept_id(max_age_s: int) -> str:
+    """The `MINID` that keeps a stream's entries younger than `max_age_s` (ids are Redis-clock ms)."""
+    return f"{int((time.time() - max_age_s) * 1000)}-0"
+
+
+async def trim_forensics(redis: Redis, max_age_s: int) -> int:
+    """Drop the failures older than `max_age_s` (whole stream nodes, `MINID ~`); how many went."""
+    return int(await redis.xtrim(FORENSICS_STREAM, minid=oldest_kept_id(max_age_s), approximate=True))
+
+
 async def keep_signature_failure(
     redis: Redis,
     *,
@@ -36,7 +46,6 @@ async def keep_signature_failure(
 
     Best effort: the sender gets its 401 either way, so a Redis outage never turns it into a 503.
     """
-    oldest_kept_ms = int((time.time() - max_age_s) * 1000)
     entry: dict[FieldT, EncodableT] = {
         "shop_id": shop_id,
         "client_ip": client_ip,
@@ -48,7 +57,7 @@ async def keep_signature_failure(
         async with redis.pipeline(transaction=True) as pipe:
             # XADD takes one trim strategy: MAXLEN bounds the count, the XTRIM MINID after it bounds the age
             pipe.xadd(FORENSICS_STREAM, entry, maxlen=maxlen, approximate=True)
-            pipe.xtrim(FORENSICS_STREAM, minid=f"{oldest_kept_ms}-0", approximate=True)
+            pipe.xtrim(FORENSICS_STREAM, minid=oldest_kept_id(max_age_s), approximate=True)
             await asyncio.wait_for(pipe.execute(), timeout_s)
     except (RedisError, OSError, TimeoutError) as e:
         log.warning(

@@ -36,7 +36,8 @@ log = structlog.get_logger("cvco.worker")
 KEEP_RESULT_S = 60
 """Kept although it costs a SET (in arq's finishing MULTI, no extra round trip): while a result lives, arq
 refuses an identical job id, so the receiver collapses an exact resend without a job, and the demo waits on
-result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job."""
+result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job.
+What it holds is the job's outcome, never the notification (`dump_result`)."""
 HEALTH_CHECK_INTERVAL_S = 10
 POLL_DELAY_S = 0.01
 """An idle queue is polled every 10 ms (arq's 0.5 s default would alone put p99 near half a second; 50 ms
@@ -179,6 +180,12 @@ class ClaimingWorker(Worker):
                 self.tasks[job_id] = task
 
 
+def dump_result(result: dict[str, Any]) -> bytes:
+    """arq's result record without the job's arguments: a copy of the whole notification (2-3 KB, signature
+    included) for `KEEP_RESULT_S` that nothing reads; the parked-job store keeps its own when it fails."""
+    return dumps({**result, "a": (), "k": {}})
+
+
 def arq_client(settings: Settings, *, socket_timeout_s: float | None) -> ArqRedis:
     """arq's client on the deployment's Redis (`redis_client`), set up as `arq.create_pool` sets it."""
     pool = cast(ArqRedis, redis_client(settings, socket_timeout_s=socket_timeout_s, client_class=ArqRedis))
@@ -199,7 +206,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "functions": functions,
         "cron_jobs": cron_jobs,
         "queue_name": settings.queue_name,
-        "job_serializer": dumps,
+        "job_serializer": dump_result,  # a worker serializes only results with it
         "job_deserializer": loads,
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.max_tries,
