@@ -63,6 +63,13 @@ class Family:
             self.min_ttl_s = ttl_s if self.min_ttl_s is None else min(self.min_ttl_s, ttl_s)
             self.max_ttl_s = ttl_s if self.max_ttl_s is None else max(self.max_ttl_s, ttl_s)
 
+    def describe_ttl(self) -> str:
+        if self.min_ttl_s is None or self.max_ttl_s is None:
+            return "none"
+        if self.transient:
+            return f"{self.max_ttl_s:.0f} s (transient)"
+        return f"{self.min_ttl_s / DAY_S:.2f}-{self.max_ttl_s / DAY_S:.2f} d"
+
     @property
     def transient(self) -> bool:
         return self.max_ttl_s is not None and self.max_ttl_s <= TRANSIENT_TTL_S
@@ -182,13 +189,7 @@ def report(
     print(f"{args.payments} payments, {events} events (expected {expected}), {args.parked} parked\n")
     print(f"{'key family':<34} {'type':<7} {'keys':>7} {'bytes':>11} {'per key':>8}  TTL")
     for name, family in sorted(found.items(), key=lambda item: -item[1].bytes):
-        ttl = (
-            "none"
-            if family.max_ttl_s is None
-            else f"{family.min_ttl_s / DAY_S:.2f}-{family.max_ttl_s / DAY_S:.2f} d"
-        )
-        if family.transient and family.max_ttl_s is not None:
-            ttl = f"{family.max_ttl_s:.0f} s (transient)"
+        ttl = family.describe_ttl()
         print(
             f"{name:<34} {family.type:<7} {family.count:>7} {family.bytes:>11,} {family.bytes // family.count:>8}  {ttl}"
         )
