@@ -13,7 +13,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ingest.redis_connection import check_credentials, redis_address, redis_client
-from schemas.settings import Settings, ShopConfig
+from schemas.settings import Settings, ShopConfig, load_settings
 from tests.conftest import SHOP_ID, free_port
 from tests.reliability.processes import CLI, REPO, Cluster, shops_json
 from tests.reliability.replicated import start_node, start_replicated
@@ -174,3 +174,37 @@ async def test_sentinel_names_the_primary_and_the_url_the_database(cluster: Clus
         assert (await client.info("server"))["tcp_port"] == redis.primary.port
     finally:
         await client.aclose()
+
+
+def test_the_redis_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "CVCO_REDIS_SENTINELS": "sentinel-1:26379, [::1]:26380",
+        "CVCO_REDIS_SENTINEL_MASTER": "shop",
+        "CVCO_REDIS_MIN_REPLICAS": "1",
+        "CVCO_STREAM_RETENTION_S": "86400",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.redis_sentinels == [("sentinel-1", 26379), ("::1", 26380)]
+    assert (settings.redis_sentinel_master, settings.redis_min_replicas) == ("shop", 1)
+    assert settings.stream_retention_s == 86400
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("CVCO_REDIS_SENTINELS", "sentinel-1", "CVCO_REDIS_SENTINELS: 'sentinel-1' is not host:port"),
+        ("CVCO_REDIS_SENTINELS", "s:0", "CVCO_REDIS_SENTINELS: 's:0' is not host:port"),
+        ("CVCO_REDIS_CA_FILE", "/no/such/ca.pem", "CVCO_REDIS_CA_FILE: no such file: /no/such/ca.pem"),
+        ("CVCO_REDIS_MIN_REPLICAS", "-1", "CVCO_REDIS_MIN_REPLICAS:"),
+    ],
+)
+def test_a_bad_redis_variable_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str, reason: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        load_settings()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and reason in err

@@ -88,3 +88,11 @@ async def test_without_min_replicas_a_replica_is_not_awaited(cluster: Cluster, s
         answer = await client.post("/ipn", data=urlencode(signed(notification(), shop)), headers=FORM)
         assert answer.status == 200
         assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_url_naming_a_replica_never_gets_a_200(cluster: Cluster, shop: ShopConfig) -> None:
+    redis = start_replicated(cluster, replicas=1)
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis.replicas[0].port}/0", shops={SHOP_ID: shop})
+    async with TestClient(TestServer(create_app(settings))) as client:
+        answer = await client.post("/ipn", data=urlencode(signed(notification(), shop)), headers=FORM)
+        assert answer.status == 503
