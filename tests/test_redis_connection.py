@@ -65,15 +65,15 @@ async def test_an_acl_user_and_its_password_reach_redis(acl_redis: int) -> None:
         await client.aclose()
 
 
-@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize("command", [["serve"], ["worker"], ["failed", "list"], ["events", "tail"]])
 @pytest.mark.parametrize("user", ["alice", ""])
 def test_credentials_redis_refuses_exit_2_naming_the_failure_never_the_password(
-    acl_redis: int, command: str, user: str
+    acl_redis: int, command: list[str], user: str
 ) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("CVCO_")}
     env.update(CVCO_REDIS_URL=f"redis://{user}:{WRONG}@127.0.0.1:{acl_redis}/0", CVCO_SHOPS=shops_json())
     done = subprocess.run(  # argv built here, no shell
-        [CLI, command], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+        [CLI, *command], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
