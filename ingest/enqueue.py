@@ -84,6 +84,10 @@ def build_job(
     as the argument, rendered by orjson: the worker decodes the same function, argument, try and enqueue
     time as from `serialize_job(..., serializer=schemas.job.dumps)`, at a tenth of the cost. No pydantic
     here: every value is a str the receiver made (or a UTC datetime), so the model's checks hold already.
+
+    `fields` are what the signature covers (`ingest.body.signed_fields`), and the job's id is derived
+    from them alone: unsigned extra fields (padding, any other name) cannot make copies of one
+    notification distinct jobs.
     """
     enqueue_time_ms = int(time.time() * 1000)
     argument = {

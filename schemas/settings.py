@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     redis_ca_file: str | None = Field(
         None, description="CA bundle that signs a rediss:// server's certificate"
     )
+    body_timeout_s: float = Field(5.0, gt=0, description="a request body not received within this: 408")
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )
@@ -101,9 +102,10 @@ class Settings(BaseSettings):
     stream_retention_s: int = Field(
         30 * 86400, ge=3600, description="events older than this are trimmed from the stream (XTRIM MINID ~)"
     )
-    forensics_maxlen: int = Field(1000, ge=1, description="signature failures kept for forensics")
-    forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they are trimmed")
+    forensics_maxlen: int = Field(1000, ge=1, description="rejected requests kept, per reason")
+    forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they expire")
     failed_max: int = Field(100_000, ge=10, description="parked jobs kept before the oldest are dropped")
+    failed_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="same, in bytes")
     alert_window_s: int = Field(900, ge=1, description="at most one mail per alert kind and shop per window")
     sigfail_alert_threshold: int = Field(20, ge=1)
     sigfail_alert_window_s: int = Field(300, ge=1)

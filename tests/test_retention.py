@@ -10,7 +10,7 @@ from arq.constants import result_key_prefix
 from arq.jobs import Job
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM
+from ingest.rejected_store import FORENSICS_STREAM
 from schemas.job import loads
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import drain, enqueue_notification, notification, queued

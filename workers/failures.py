@@ -89,11 +89,13 @@ def dropped_alert(dropped: list[str], failed_max: int) -> Alert:
     shown = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
     return Alert(
         kind="failed_dropped",
-        happened=f"La file des échecs a dépassé {failed_max} entrées : {len(dropped)} plus ancienne(s) supprimée(s) ({shown}).",
+        happened=f"La file des échecs a atteint une de ses limites ({failed_max} entrées, CVCO_FAILED_MAX_BYTES "
+        f"octets, ou trop de copies d'un même paiement ou d'une même signature) : {len(dropped)} plus "
+        f"ancienne(s) supprimée(s) ({shown}).",
         consequence="Ces notifications ne peuvent plus être rejouées ; leur paiement reste à vérifier à la main.",
         actions=(
             "Traiter les échecs en attente : cvco-ipn failed list, puis cvco-ipn replay --all",
-            "Augmenter CVCO_FAILED_MAX si le volume est normal.",
+            "Augmenter CVCO_FAILED_MAX ou CVCO_FAILED_MAX_BYTES si le volume est normal.",
         ),
     )
 
@@ -114,6 +116,7 @@ async def park_job(
             traceback="".join(traceback.format_exception(error)),
             tries=job_try,
             failed_max=settings.failed_max,
+            failed_max_bytes=settings.failed_max_bytes,
         )
         entry = await failed_store.get(redis, failed_id)
     except TRANSIENT_ERRORS as e:

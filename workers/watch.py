@@ -18,7 +18,7 @@ import structlog
 from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM
+from ingest.rejected_store import FORENSICS_STREAM
 from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
@@ -118,7 +118,7 @@ async def check_signature_bursts(
                 "(rotation de clé, mode TEST/PRODUCTION), soit quelqu'un envoie de fausses notifications."
             ),
             actions=(
-                "Voir les dernières : redis-cli XREVRANGE cvco:forensics:signature + - COUNT 20",
+                "Voir les dernières : cvco-ipn rejected list --reason signature --since 1h",
                 "Comparer la clé du back-office avec CVCO_SHOPS, puis redémarrer cvco-ipn serve et cvco-ipn worker.",
             ),
         )
