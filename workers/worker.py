@@ -45,10 +45,6 @@ put p50 near 50 ms): one ZRANGEBYSCORE, about 1 % of a core when idle; a busy wo
 MAX_JOBS = 50
 """Jobs in flight per worker. arq starts new jobs only at a poll, and stops starting once `max_jobs` are in
 flight: its default (10) capped a worker near 10 jobs per poll delay, whatever its CPU could do."""
-WORKER_TIMEOUT_FACTOR = 5
-"""A worker's Redis commands may take this many `CVCO_REDIS_TIMEOUT_S` (a batch of state writes is longer
-than an enqueue); beyond, the connection is dropped, so a primary gone silent (a dead host) is left for
-the next one Sentinel names instead of waited on forever."""
 JOB_COMPLETION_WAIT_S = 20
 """On SIGTERM, finish the jobs in hand for this long (below the orchestrator's grace period) and take no more."""
 
@@ -146,9 +142,8 @@ class ClaimingWorker(Worker):
     async def main(self) -> None:
         if self._pool is None:
             settings: Settings = self.ctx["settings"]
-            self._pool = arq_client(
-                settings, socket_timeout_s=settings.redis_timeout_s * WORKER_TIMEOUT_FACTOR
-            )
+            # no per-command timeout, as arq's own pool: redis-py's timeout path can swallow a cancellation
+            self._pool = arq_client(settings, socket_timeout_s=None)
         # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
         # the collector's sight, a full collection walks only what jobs allocate (10-30 ms each otherwise)
         gc.freeze()
