@@ -32,6 +32,12 @@ class ShopConfig(BaseModel):
     algorithms: tuple[Algorithm, ...] = ("HMAC-SHA-256",)
     modes: tuple[Mode, ...] = ("TEST", "PRODUCTION")
 
+    @field_validator("test_key", "production_key", mode="before")
+    @classmethod
+    def _trimmed(cls, value: object) -> object:
+        # the platform's SDK ignores spaces around a key: a key pasted with one must still verify
+        return value.strip() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _keys_for_modes(self) -> ShopConfig:
         if not self.algorithms:

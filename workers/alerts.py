@@ -39,6 +39,7 @@ ALL_SHOPS = "*"
 AlertKind = Literal[
     "job_parked", "failed_dropped", "signature_burst", "cascade_partial", "late_acceptance", "queue_stale"
 ]
+PaymentAlertKind = Literal["seed_rule_broken", "expired_authorised", "refund_unattached"]
 
 TITLES: dict[str, str] = {
     "job_parked": "notification mise de côté (échec de traitement)",
@@ -47,6 +48,9 @@ TITLES: dict[str, str] = {
     "cascade_partial": "paiement en cascade resté partiel",
     "late_acceptance": "paiement accepté après expiration de la session",
     "queue_stale": "notifications en attente depuis trop longtemps (workers arrêtés ?)",
+    "seed_rule_broken": "opération Chèque-Vacances Connect hors des règles du guide (gardée, signalée)",
+    "expired_authorised": "session expirée avec une part autorisée (elle sera remise en banque)",
+    "refund_unattached": "remboursement sans paiement connu",
 }
 
 SUMMARY_FIELDS = {
@@ -67,7 +71,7 @@ class Alert(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: AlertKind
+    kind: AlertKind | PaymentAlertKind
     shop_id: str = ALL_SHOPS
     happened: str
     consequence: str
