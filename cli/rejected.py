@@ -25,6 +25,7 @@ from ingest.body import BodyError, parse_form_body, signed_fields
 from ingest.checks import check_notification
 from ingest.enqueue import EnqueueUnavailable, JobWriter, build_job
 from ingest.network import is_allowed
+from ingest.redis_connection import redis_client
 from ingest.rejected_store import RejectedRequest, get_rejected, list_rejected, remove_rejected
 from ingest.rejections import KEPT_REASONS, Rejected
 from schemas.literal import literal
@@ -186,7 +187,7 @@ def _run(action: Action, args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def main() -> int:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5)
+        redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
         try:
             return await action(redis, settings, args)
         finally:

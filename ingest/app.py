@@ -19,14 +19,13 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.asyncio import Redis
 
 from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
 from ingest.metrics import Outcome, ReceiverMetrics
 from ingest.network import client_address
-from ingest.redis_connection import HiredisPackingConnection
+from ingest.redis_connection import redis_client
 from ingest.rejections import Rejected
 from ingest.state import CONTEXT, JOB_WRITER, LOG, METRICS, REDIS, SETTINGS, RequestContext
 from schemas.settings import Settings
@@ -137,13 +136,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        connection_class=HiredisPackingConnection,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry_on_timeout=False,
-    )
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     app[REDIS] = redis
     yield
     await redis.aclose()
@@ -151,7 +144,9 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _job_writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer = JobWriter(app[REDIS], settings.queue_name, settings.redis_timeout_s)
+    writer = JobWriter(
+        app[REDIS], settings.queue_name, settings.redis_timeout_s, min_replicas=settings.redis_min_replicas
+    )
     app[JOB_WRITER] = writer
     task = asyncio.create_task(writer.run(), name="cvco-job-writer")
     yield

@@ -19,6 +19,7 @@ from ingest.body import read_body
 from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.form_rules import FormRuleError
+from ingest.redis_connection import redis_client
 from ingest.rejections import Rejected
 from schemas.settings import Settings
 
@@ -38,11 +39,7 @@ def add_form_routes(app: web.Application, settings: Settings) -> None:
 
 async def _forms_redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[FORMS_SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     app[FORMS_REDIS] = redis
     yield
     await redis.aclose()
