@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.table import Table
 
+from core.redis_connection import redis_client
 from schemas.settings import Settings, load_settings
 
 BLOCK_MS = 1000
@@ -114,7 +115,7 @@ async def _grouped(redis: Redis, settings: Settings, args: argparse.Namespace, p
 
 
 async def _tail(settings: Settings, args: argparse.Namespace) -> None:
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings, socket_timeout_s=None)
     printer = _Printer(args.json)
     try:
         if args.group:

@@ -19,16 +19,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from schemas import job as job_schema
 from schemas.job import PROCESS_NOTIFICATION
 from schemas.settings import Settings, load_settings
 from workers import failed_store
 from workers.failed_store import FailedJob
+from workers.worker import arq_client
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -211,12 +210,7 @@ def _run(action: Action, args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def main() -> int:
-        redis = ArqRedis(
-            ConnectionPool.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5),
-            job_serializer=job_schema.dumps,
-            job_deserializer=job_schema.loads,
-            default_queue_name=settings.queue_name,
-        )
+        redis = arq_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
         try:
             return await action(redis, settings, args)
         finally:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.failed import UsageError, parse_since
+from core.redis_connection import redis_client
 from ingest.body import BodyError, parse_form_body, signed_fields
 from ingest.checks import check_notification
 from ingest.enqueue import EnqueueUnavailable, JobWriter, build_job
@@ -186,7 +187,7 @@ def _run(action: Action, args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def main() -> int:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5)
+        redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
         try:
             return await action(redis, settings, args)
         finally:

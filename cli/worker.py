@@ -12,11 +12,11 @@ from typing import Any
 
 import structlog
 import uvloop
-from arq.connections import RedisSettings
-from arq.worker import async_check_health
+from arq.constants import health_check_key_suffix
 from redis.exceptions import RedisError
 
 from cli.logs import configure_logging
+from core.redis_connection import exit_if_credentials_refused, redis_client
 from schemas.settings import Settings, load_settings
 from workers.worker import build_worker
 
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(load_settings())
     settings = load_settings(require_shops=True)
+    exit_if_credentials_refused(settings)
     configure_logging()
     quiet_arq_job_lines()
     # arq takes the current loop when built: make it uvloop's, as the receiver does
@@ -103,13 +104,24 @@ def quiet_arq_job_lines() -> None:
 
 
 def _check(settings: Settings) -> int:
-    """arq's own health check: the key a running worker rewrites every few seconds (it expires otherwise)."""
-    configure_logging()
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    redis_settings.conn_timeout = max(1, round(settings.redis_timeout_s))
-    redis_settings.conn_retries = 0  # a probe answers now, not after arq's five reconnection pauses
+    """arq's health check: the key a running worker rewrites every few seconds (it expires otherwise).
+
+    Read with the deployment's own client (Sentinel, TLS, ACL), which arq's `RedisSettings` would not follow.
+    """
+    key = settings.queue_name + health_check_key_suffix
+
+    async def read() -> bytes | None:
+        async with redis_client(settings, socket_timeout_s=settings.redis_timeout_s) as redis:
+            value: bytes | None = await redis.get(key)
+            return value
+
     try:
-        return asyncio.run(async_check_health(redis_settings, queue_name=settings.queue_name))
+        value = asyncio.run(read())
     except (RedisError, OSError) as e:
         sys.stderr.write(f"cvco-ipn worker --check: Redis did not answer ({type(e).__name__})\n")
         return 1
+    if value is None:
+        sys.stderr.write(f"cvco-ipn worker --check: no worker refreshed {key} recently\n")
+        return 1
+    sys.stdout.write(value.decode("utf-8", "replace") + "\n")
+    return 0

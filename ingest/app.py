@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.asyncio import Redis
 
-from core.redis_connection import connection_pool
+from core.redis_connection import redis_client
 from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
@@ -125,7 +124,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = Redis(connection_pool=connection_pool(settings.redis_url, timeout_s=settings.redis_timeout_s))
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     app[REDIS] = redis
     yield
     await redis.aclose(close_connection_pool=True)
@@ -133,7 +132,9 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _job_writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer = JobWriter(app[REDIS], settings.queue_name, settings.redis_timeout_s)
+    writer = JobWriter(
+        app[REDIS], settings.queue_name, settings.redis_timeout_s, min_replicas=settings.redis_min_replicas
+    )
     app[JOB_WRITER] = writer
     task = asyncio.create_task(writer.run(), name="cvco-job-writer")
     yield

@@ -53,6 +53,15 @@ class EnqueueUnavailable(Exception):
     """Redis did not acknowledge the job in time: nothing may be claimed to the sender."""
 
 
+class NotReplicated(Exception):
+    """Fewer replicas than `CVCO_REDIS_MIN_REPLICAS` acknowledged the batch in time."""
+
+
+REPLICATION_MARK = "cvco:replication-mark"
+"""Written before WAIT when a batch wrote nothing (duplicates only): WAIT counts replicas up to the
+connection's last write, and the duplicate's own write may have been another receiver's, still unreplicated."""
+
+
 @dataclass(frozen=True, slots=True)
 class NotificationJob:
     """One serialized arq job, ready to write."""
@@ -111,10 +120,11 @@ class JobWriter:
     `run()` is the single batching task; start it once and cancel it at shutdown.
     """
 
-    def __init__(self, redis: Redis, queue_name: str, timeout_s: float) -> None:
+    def __init__(self, redis: Redis, queue_name: str, timeout_s: float, *, min_replicas: int = 0) -> None:
         self._redis = Redis(connection_pool=redis.connection_pool, single_connection_client=True)
         self._queue_name = queue_name
         self._timeout_s = timeout_s
+        self._min_replicas = min_replicas
         self._pending: list[_Pending] = []
         self._writing: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -177,14 +187,32 @@ class JobWriter:
     async def _write_live(self, live: list[_Pending]) -> None:
         try:
             written = await self.write_jobs([pending.job for pending in live])
-        except (RedisError, OSError, TimeoutError) as e:
+            if self._min_replicas:
+                await self._await_replicas(min(pending.deadline for pending in live), wrote=any(written))
+        except (RedisError, OSError, TimeoutError, NotReplicated) as e:
+            reason = str(e) if isinstance(e, NotReplicated) else f"Redis unavailable: {type(e).__name__}"
             for pending in live:
                 if not pending.answer.done():
-                    pending.answer.set_exception(EnqueueUnavailable(f"Redis unavailable: {type(e).__name__}"))
+                    pending.answer.set_exception(EnqueueUnavailable(reason))
             return
         for pending, was_written in zip(live, written, strict=True):
             if not pending.answer.done():
                 pending.answer.set_result(was_written)
+
+    async def _await_replicas(self, deadline: float, *, wrote: bool) -> None:
+        """`WAIT` on the connection that wrote the batch, until the first request's deadline.
+
+        A 200 then means "on the primary and `min_replicas` replicas": a failover loses none of them.
+        """
+        remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
+        if remaining_ms <= 0:
+            raise NotReplicated("no time left to wait for the replicas")
+        async with asyncio.timeout(self._timeout_s):
+            if not wrote:
+                await self._redis.set(REPLICATION_MARK, "1", px=60_000)
+            acknowledged = int(await self._redis.execute_command("WAIT", self._min_replicas, remaining_ms))  # type: ignore[no-untyped-call]  # redis-py leaves execute_command untyped
+        if acknowledged < self._min_replicas:
+            raise NotReplicated(f"{acknowledged} of {self._min_replicas} replicas acknowledged in time")
 
     async def write_jobs(self, jobs: list[NotificationJob]) -> list[bool]:
         """Write these jobs in one round trip, within the timeout: per job, True if new, False if there.

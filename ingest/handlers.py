@@ -107,12 +107,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """`GET /readyz`: 200 when Redis answers PING in time, else 503."""
-    timeout_s = request.app[SETTINGS].redis_timeout_s
+    """`GET /readyz`: 200 when Redis answers PING in time (and, with `CVCO_REDIS_MIN_REPLICAS`, has that
+    many replicas connected), else 503."""
+    settings = request.app[SETTINGS]
+    redis = request.app[REDIS]
     try:
-        await asyncio.wait_for(request.app[REDIS].ping(), timeout_s)
+        if not settings.redis_min_replicas:
+            await asyncio.wait_for(redis.ping(), settings.redis_timeout_s)
+            return web.Response(text="OK")
+        replication = await asyncio.wait_for(redis.info("replication"), settings.redis_timeout_s)
     except (RedisError, OSError, TimeoutError):
         return web.Response(status=503, text="Redis is not answering")
+    online = sum(
+        1
+        for name, value in replication.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
+    if online < settings.redis_min_replicas:
+        return web.Response(
+            status=503, text=f"{online} of {settings.redis_min_replicas} Redis replicas connected"
+        )
     return web.Response(text="OK")
 
 

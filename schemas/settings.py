@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from typing import Annotated, Literal
 
@@ -60,6 +61,13 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _host_port(item: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{item!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     """Every `CVCO_*` variable of the contract, plus the project's own tunables (documented in the README)."""
 
@@ -67,6 +75,11 @@ class Settings(BaseSettings):
 
     # --- the contract's variables -------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(
+        default_factory=list, description="Sentinels (host:port) that name the primary; empty: the URL's host"
+    )
+    redis_sentinel_master: str = "mymaster"
+    redis_min_replicas: int = Field(0, ge=0, description="replicas that must hold a job before its 200")
     shops: Annotated[dict[str, ShopConfig], NoDecode] = Field(default_factory=dict)
     stream: str = "cvco:events"
     smtp_url: SecretStr | None = None
@@ -81,6 +94,9 @@ class Settings(BaseSettings):
     # --- the project's own tunables -----------------------------------------------------------------
     queue_name: str = "cvco:queue"
     redis_timeout_s: float = Field(2.0, gt=0, description="Redis slower than this means 503 at the receiver")
+    redis_ca_file: str | None = Field(
+        None, description="CA bundle that signs a rediss:// server's certificate"
+    )
     body_timeout_s: float = Field(5.0, gt=0, description="a request body not received within this: 408")
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
@@ -89,6 +105,9 @@ class Settings(BaseSettings):
         default_factory=list, description="CIDRs allowed to POST /ipn; empty allows all"
     )
     stream_maxlen: int = Field(1_000_000, ge=1000, description="approximate cap of the event stream")
+    stream_retention_s: int = Field(
+        30 * 86400, ge=3600, description="events older than this are trimmed from the stream (XTRIM MINID ~)"
+    )
     forensics_maxlen: int = Field(1000, ge=1, description="rejected requests kept, per reason")
     forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they expire")
     failed_max: int = Field(100_000, ge=10, description="parked jobs kept before the oldest are dropped")
@@ -130,6 +149,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_networks(cls, value: object) -> object:
         return _comma_list(value)
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        value = _comma_list(value)
+        if not isinstance(value, list):
+            return value
+        return [_host_port(item) if isinstance(item, str) else item for item in value]
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @field_validator("smtp_url")
     @classmethod

@@ -26,6 +26,7 @@ from arq.cron import CronJob
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.redis_connection import redis_client
 from core.sessions import track_session
 from ingest.app import create_app
 from schemas.job import notification_job_id
@@ -226,7 +227,7 @@ async def run_demo(
         report.deliveries = build_deliveries(settings, shop_id, seed)
         if on_start:
             on_start(report)
-        redis = Redis.from_url(url)
+        redis = redis_client(settings, socket_timeout_s=None)
         stack.push_async_callback(redis.aclose)
         notification_url = await stack.enter_async_context(receiver(settings))
         await stack.enter_async_context(worker(settings, crons=not shared))

@@ -32,6 +32,7 @@ from schemas.job import PROCESS_NOTIFICATION
 from schemas.settings import Settings
 from workers import failed_store
 from workers.alerts import ALL_SHOPS, Alert, notification_summary, record_alert
+from workers.apply import record_parked
 from workers.context import WorkerContext, arq_function
 
 BACKOFF_BASE_S = 2.0
@@ -126,12 +127,13 @@ async def park_job(
         "job_parked", failed_id=failed_id, error=type(error).__name__, message=str(error), tries=job_try
     )
     try:
+        await record_parked(redis, payload, error)
         if entry is not None:
             await record_alert(redis, settings, parked_alert(entry))
         if dropped:
             log.error("failed_jobs_dropped", count=len(dropped), failed_ids=dropped[:20])
             await record_alert(redis, settings, dropped_alert(dropped, settings.failed_max))
-    except TRANSIENT_ERRORS as e:  # the entry is parked; `failed list` shows it even if the mail is lost
+    except TRANSIENT_ERRORS as e:  # the entry is parked; `failed list` shows it even if this is lost
         log.error("alert_not_recorded", failed_id=failed_id, reason=f"{type(e).__name__}: {e}")
 
 

@@ -5,7 +5,7 @@
 - every run of the checks: a burst of signature failures per shop (the receiver's forensics stream) and
   the oldest queued job older than `settings.queue_age_alert_s` (workers down or too few).
 
-`scheduled_jobs(settings)` lists every cron of the failure handling: expiry sweep, alert sender, checks.
+`scheduled_jobs(settings)` lists every cron: expiry sweep, alert sender, checks, retention sweep.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from workers.expiry import sweep_expired_sessions
 from workers.failures import PARK_MARGIN_S
 from workers.flag_alerts import FLAG_ALERTS, alert_flags, first_time
 from workers.payment import ACCEPTED_AFTER_EXPIRY, CASCADE_PARTIAL
+from workers.retention import RETENTION_SECOND, retention_cron
 
 SWEEP_EVERY_S = 10
 CHECK_EVERY_S = 30
@@ -185,4 +186,5 @@ def scheduled_jobs(settings: Settings, *, sweep_every_s: int = SWEEP_EVERY_S) ->
         ),
         cron(arq_function(_deliver), name="cvco_alert_sender", second=every, timeout=timeout),
         cron(arq_function(_checks), name="cvco_checks", second=checks, timeout=timeout),
+        cron(arq_function(retention_cron), name="cvco_retention", second=RETENTION_SECOND, timeout=timeout),
     ]

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from core.keys import PAYMENT_PREFIX
 from core.sessions import track_session
 from core.signature import authenticate
 from schemas.job import QueuedNotification
@@ -34,7 +35,8 @@ from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision, refund_target_key
 from workers.context import WorkerContext
 from workers.decide import Decision, Result, decide, decide_expiry
-from workers.payment import PaymentState
+from workers.history import expiry_entry, notification_entry
+from workers.payment import PaymentState, platform_reserved
 
 log = structlog.get_logger("cvco.worker")
 MAX_ATTEMPTS = 50
@@ -70,8 +72,13 @@ async def _apply_until_settled(
     key: str,
     decide_on: Callable[[PaymentState | None], Decision],
     received: datetime,
+    entry: dict[str, Any],
 ) -> Decision:
     """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
+
+    `entry` goes to the payment's history with what was decided, in the same write; a decision that
+    writes no state writes a notification's entry alone, still at the version it was decided on; an
+    expiry that changes nothing leaves no entry (the history lists notifications and events).
 
     The first decision assumes a payment never seen (most notifications are a payment's first); a
     wrong guess costs nothing but the CPU of that decision, since the conflict brings the real state.
@@ -81,10 +88,10 @@ async def _apply_until_settled(
     order = received.timestamp()
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
-        if decision.state is None:
-            return decision
+        if decision.state is None and (state is None or entry["k"] != "n"):
+            return decision  # a payment never seen, or an expiry that is no news: nothing to write
         try:
-            await apply_decision(redis, settings, version, decision, order)
+            await apply_decision(redis, settings, version, decision, order, entry, key)
             return decision
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version
@@ -108,11 +115,14 @@ def _outcome(key: str, decision: Decision) -> JobOutcome:
 async def _payment_of(redis: Redis, note: Notification) -> str:
     """The payment a notification belongs to: its own key, or for a refund the paid payment of its order.
 
-    A refund made in the Back Office may carry its own trans_id and date; the platform's guidance is to
-    attach it to the order (`vads_order_id`). Only refunds pay this read.
+    A refund made in the Back Office may carry its own trans_id (from the platform's reserved range) and
+    date; the platform's guidance is to attach it to the order (`vads_order_id`). A refund whose own key
+    holds a payment stays with it, even when the order has other payments. Only refunds pay these reads.
     """
     own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
     if note.operation_type != "CREDIT" or note.order_id is None:
+        return own
+    if not platform_reserved(note.trans_id) and await redis.exists(PAYMENT_PREFIX + own):
         return own
     target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
     if target is None:
@@ -126,7 +136,12 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
     note = parse_notification(queued.fields)
     key = await _payment_of(redis, note)
     decision = await _apply_until_settled(
-        redis, settings, key, lambda state: decide(state, note, queued.received_at, key), queued.received_at
+        redis,
+        settings,
+        key,
+        lambda state: decide(state, note, queued.received_at, key),
+        queued.received_at,
+        notification_entry(queued),
     )
     outcome = _outcome(key, decision)
     if outcome.phase == "pending" and outcome.published:
@@ -152,7 +167,7 @@ async def publish_session_expiry(
 ) -> JobOutcome:
     """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
     decision = await _apply_until_settled(
-        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now
+        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now, expiry_entry(now)
     )
     outcome = _outcome(pending.key, decision)
     _log(outcome)

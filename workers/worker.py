@@ -14,14 +14,14 @@ retry-or-park policy (workers/failures.py), and adds the cron jobs of workers/mo
 from __future__ import annotations
 
 import gc
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.worker import Function, Worker
 
-from core.redis_connection import connection_pool
+from core.redis_connection import redis_client
 from schemas.job import dumps, loads
 from schemas.settings import Settings
 from workers.arq_adapter import ClaimingWorker
@@ -35,7 +35,8 @@ log = structlog.get_logger("cvco.worker")
 KEEP_RESULT_S = 60
 """Kept although it costs a SET (in arq's finishing MULTI, no extra round trip): while a result lives, arq
 refuses an identical job id, so the receiver collapses an exact resend without a job, and the demo waits on
-result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job."""
+result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job.
+What it holds is the job's outcome, never the notification (`dump_result`)."""
 HEALTH_CHECK_INTERVAL_S = 10
 POLL_DELAY_S = 0.01
 """An idle queue is polled every 10 ms: arq's 0.5 s default alone would put the p99 near half a second."""
@@ -58,14 +59,19 @@ async def _on_startup(ctx: WorkerContext) -> None:
     log.info("worker_started", queue=ctx["settings"].queue_name)  # Redis answered: arq has connected
 
 
-def _redis_pool(settings: Settings) -> ArqRedis:
-    """arq's client on the shared connection set-up, with the jobs' JSON (de)serializer and queue."""
-    return ArqRedis(
-        connection_pool(settings.redis_url),
-        job_serializer=dumps,
-        job_deserializer=loads,
-        default_queue_name=settings.queue_name,
-    )
+def dump_result(result: dict[str, Any]) -> bytes:
+    """arq's result record without the job's arguments: a copy of the whole notification (2-3 KB, signature
+    included) for `KEEP_RESULT_S` that nothing reads; the parked-job store keeps its own when it fails."""
+    return dumps({**result, "a": (), "k": {}})
+
+
+def arq_client(settings: Settings, *, socket_timeout_s: float | None) -> ArqRedis:
+    """arq's client on the deployment's Redis (`redis_client`), set up as `arq.create_pool` sets it."""
+    pool = cast(ArqRedis, redis_client(settings, socket_timeout_s=socket_timeout_s, client_class=ArqRedis))
+    pool.job_serializer = dumps
+    pool.job_deserializer = loads
+    pool.default_queue_name = settings.queue_name
+    return pool
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -80,9 +86,8 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "functions": functions,
         "cron_jobs": cron_jobs,
         "queue_name": settings.queue_name,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
-        "redis_pool": _redis_pool(settings),
-        "job_serializer": dumps,
+        "redis_pool": arq_client(settings, socket_timeout_s=None),
+        "job_serializer": dump_result,  # a worker serializes only results with it
         "job_deserializer": loads,
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.max_tries,

@@ -100,6 +100,7 @@ async def throughput(jobs: int) -> tuple[float, float, float]:
     await _fill(settings, jobs, "noop", "cvco:bench-noop", tag="-stock")
     # arq's own pool too (its `create_pool`, connections packing commands in Python): arq as shipped
     stock_options = {name: value for name, value in noop_options.items() if name != "redis_pool"}
+    stock_options["redis_settings"] = RedisSettings.from_dsn(REDIS_URL)
     stock_s = await _timed(Worker(**stock_options))
     await _fill(settings, jobs, PROCESS_NOTIFICATION, settings.queue_name)
     full_s = await _timed(ClaimingWorker(**options))
