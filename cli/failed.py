@@ -9,46 +9,19 @@ workers' exactly-once apply publishes nothing twice.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import re
-import sys
-import time
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
-from redis.exceptions import RedisError
-from rich.console import Console
 from rich.table import Table
 
-from schemas import job as job_schema
+from cli.runner import UsageError, parse_since, run_with_redis
+from cli.text import cell, console, is_terminal, json_text, literal
 from schemas.job import PROCESS_NOTIFICATION
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings
 from workers import failed_store
 from workers.failed_store import FailedJob
-
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class UsageError(Exception):
-    """A bad argument: exit 2 with this one-line reason."""
-
-
-def parse_since(value: str, now: float | None = None) -> float:
-    """`2h`, `30m`, `1d` (ago) or an ISO date/time (UTC when no offset): epoch seconds."""
-    current = time.time() if now is None else now
-    match = _DURATION.fullmatch(value.strip())
-    if match:
-        return current - int(match.group(1)) * _UNIT_S[match.group(2)]
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise UsageError(f"--since {value!r}: expected a duration like 2h, 30m, 1d or an ISO date") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +91,7 @@ async def _select(redis: ArqRedis, args: argparse.Namespace) -> list[FailedJob]:
 
 def _print_list(entries: list[FailedJob], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([_as_json(entry) for entry in entries], indent=2, ensure_ascii=False))
+        print(json_text([_as_json(entry) for entry in entries], indent=2))
         return
     rows = [
         (
@@ -130,14 +103,15 @@ def _print_list(entries: list[FailedJob], as_json: bool) -> None:
         )
         for entry in entries
     ]
-    if sys.stdout.isatty():
+    if is_terminal():
         table = Table("id", "when", "shop", "order", "error", title=f"{len(rows)} parked job(s)")
         for row in rows:
-            table.add_row(*row)
-        Console().print(table)
+            table.add_row(*map(cell, row))
+        console().print(table)
         return
     for row in rows:
-        print("\t".join(row))
+        # a tab inside a value is escaped too, so a line always has exactly five columns
+        print("\t".join(map(literal, row)))
 
 
 async def _list(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
@@ -151,7 +125,7 @@ async def _show(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -
         raise UsageError(f"no parked job with id {args.id!r} (see cvco-ipn failed list)")
     data = _as_json(entry, full=True)
     if args.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(json_text(data, indent=2))
         return 0
     for name in (
         "id",
@@ -163,13 +137,15 @@ async def _show(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -
         "trans_id",
         "trans_uuid",
     ):
-        print(f"{name}: {data[name] if data[name] is not None else '-'}")
-    print(f"error: {entry.error_class}: {entry.error_message}")
-    print(f"replay with: cvco-ipn replay {entry.id}")
+        print(f"{name}: {literal(data[name]) if data[name] is not None else '-'}")
+    print(f"error: {literal(entry.error_class)}: {literal(entry.error_message)}")
+    print(f"replay with: cvco-ipn replay {literal(entry.id)}")
     print("\nnotification:")
-    print(json.dumps(data["notification"], indent=2, ensure_ascii=False))
+    print(json_text(data["notification"], indent=2))
     print("\ntraceback:")
-    print(entry.traceback.rstrip())
+    # the traceback's lines stay lines, indented: a newline a value put in the message cannot pose as a field
+    for line in entry.traceback.rstrip().split("\n"):
+        print("  " + literal(line))
     return 0
 
 
@@ -190,7 +166,10 @@ async def _replay(redis: ArqRedis, settings: Settings, args: argparse.Namespace)
     queued = 0
     for entry in entries:
         job_id = entry.replay_job_id
-        what = f"{entry.id} as job {job_id} (shop {entry.shop_id or '-'}, order {entry.order_id or '-'}, {entry.error_class})"
+        what = literal(
+            f"{entry.id} as job {job_id} (shop {entry.shop_id or '-'}, order {entry.order_id or '-'}, "
+            f"{entry.error_class})"
+        )
         if args.dry_run:
             print(f"would queue {what}")
             continue
@@ -204,32 +183,8 @@ async def _replay(redis: ArqRedis, settings: Settings, args: argparse.Namespace)
     return 0
 
 
-Action = Callable[[ArqRedis, Settings, argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-def _run(action: Action, args: argparse.Namespace) -> int:
-    settings = load_settings()
-
-    async def main() -> int:
-        redis = ArqRedis(
-            ConnectionPool.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5),
-            job_serializer=job_schema.dumps,
-            job_deserializer=job_schema.loads,
-            default_queue_name=settings.queue_name,
-        )
-        try:
-            return await action(redis, settings, args)
-        finally:
-            await redis.aclose(close_connection_pool=True)
-
-    try:
-        return asyncio.run(main())
-    except UsageError as e:
-        sys.stderr.write(f"cvco-ipn: {e}\n")
-        return 2
-    except (RedisError, OSError) as e:
-        sys.stderr.write(f"cvco-ipn: Redis unavailable at CVCO_REDIS_URL: {type(e).__name__}: {e}\n")
-        return 1
+def _run(action: Any, args: argparse.Namespace) -> int:
+    return run_with_redis(action, args)
 
 
 def run_list(args: argparse.Namespace) -> int:

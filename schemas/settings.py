@@ -149,10 +149,14 @@ def describe_validation_error(error: ValidationError, prefix: str = "CVCO_") -> 
     return f"{name}{'[' + detail + ']' if detail else ''}: {message}{more}"
 
 
-def load_settings(*, require_shops: bool = False) -> Settings:
-    """Settings from the environment; a bad value exits 2 with a one-line reason on stderr."""
+def load_settings(*, require_shops: bool = False, without_shops: bool = False) -> Settings:
+    """Settings from the environment; a bad value exits 2 with a one-line reason on stderr.
+
+    `without_shops`: for commands that never verify a signature (operator commands), `CVCO_SHOPS` is not
+    read at all, so a broken one does not stop them.
+    """
     try:
-        settings = Settings()
+        settings = Settings(shops={}) if without_shops else Settings()
     except (ValidationError, SettingsError) as e:
         reason = describe_validation_error(e) if isinstance(e, ValidationError) else str(e)
         sys.stderr.write(f"cvco-ipn: bad configuration: {reason}\n")
