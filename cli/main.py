@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import demo, events, failed, form, serve, simulate, worker
+from cli import demo, events, failed, form, replay, serve, simulate, worker
 
-COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, events)
+COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, replay, events)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     forensics_maxlen: int = Field(1000, ge=1, description="signature failures kept for forensics")
     forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they are trimmed")
     failed_max: int = Field(100_000, ge=10, description="parked jobs kept before the oldest are dropped")
+    discarded_max: int = Field(10_000, ge=10, description="discarded jobs' audit records kept at most")
+    discarded_max_age_s: int = Field(
+        90 * 86400, ge=86400, description="age after which a discarded job's audit record expires"
+    )
     alert_window_s: int = Field(900, ge=1, description="at most one mail per alert kind and shop per window")
     sigfail_alert_threshold: int = Field(20, ge=1)
     sigfail_alert_window_s: int = Field(300, ge=1)
