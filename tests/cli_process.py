@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -14,7 +15,7 @@ import termios
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY, TEST_REDIS_URL
 
 CVCO_IPN = str(Path(sys.executable).with_name("cvco-ipn"))
 TERMINAL_COLUMNS = 200
@@ -31,6 +32,19 @@ class Ran:
     @property
     def err_lines(self) -> list[str]:
         return self.err.strip().splitlines()
+
+
+SHOPS_JSON = json.dumps(
+    {
+        SHOP_ID: {
+            "test_key": TEST_KEY,
+            "production_key": PRODUCTION_KEY,
+            "algorithms": ["HMAC-SHA-256", "SHA-1"],
+            "modes": ["TEST", "PRODUCTION"],
+        }
+    }
+)
+"""`CVCO_SHOPS` for the test shop of conftest, as a deployment writes it."""
 
 
 def cli_env(**env: str) -> dict[str, str]:
