@@ -10,7 +10,9 @@ once it is printed. Filters are refused there: an entry a consumer skips would s
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 from collections.abc import Iterable
 from typing import Any, get_args
@@ -139,10 +141,10 @@ def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
     )
 
 
-async def _latest(redis: ArqRedis, stream: str, args: argparse.Namespace, low: str) -> list[Entry]:
-    """The newest `args.count` entries matching the filters, oldest first, scanning back to `low`."""
+async def _latest(redis: ArqRedis, stream: str, args: argparse.Namespace, low: str, high: str) -> list[Entry]:
+    """The newest `args.count` entries matching the filters, oldest first, scanning back from `high` to
+    `low`."""
     found: list[Entry] = []
-    high = "+"
     while len(found) < args.count:
         chunk = await redis.xrevrange(stream, max=high, min=low, count=SCAN_CHUNK)
         for entry in chunk:
@@ -158,24 +160,28 @@ async def _latest(redis: ArqRedis, stream: str, args: argparse.Namespace, low: s
     return found
 
 
-async def _plain(redis: ArqRedis, settings: Settings, args: argparse.Namespace, printer: Printer) -> None:
+async def _plain(
+    redis: ArqRedis, settings: Settings, args: argparse.Namespace, printer: Printer, stop: asyncio.Event
+) -> None:
     low = f"{int(parse_since(args.since) * 1000)}-0" if args.since else "-"
-    latest = await _latest(redis, settings.stream, args, low)
+    # the newest entry first, matching or not: what --follow then reads is all new, nothing skipped
+    newest = await redis.xrevrange(settings.stream, count=1)
+    last_id = newest[0][0].decode() if newest else "0-0"
+    latest = await _latest(redis, settings.stream, args, low, last_id)
     printer.table([event for entry in latest if (event := _decode(entry)) is not None])
     if not args.follow:
         return
-    # from the newest entry, matching or not, so what comes next is all new
-    newest = await redis.xrevrange(settings.stream, count=1)
-    last_id: bytes | str = newest[0][0] if newest else "0-0"
-    while True:
+    while not stop.is_set():
         answer = await redis.xread({settings.stream: last_id}, block=BLOCK_MS, count=100)
         for _, entries in answer:
             events = (_decode(entry) for entry in entries)
             printer.lines(event for event in events if event is not None and _matches(event, args))
-            last_id = entries[-1][0]
+            last_id = entries[-1][0].decode()
 
 
-async def _grouped(redis: ArqRedis, settings: Settings, args: argparse.Namespace, printer: Printer) -> None:
+async def _grouped(
+    redis: ArqRedis, settings: Settings, args: argparse.Namespace, printer: Printer, stop: asyncio.Event
+) -> None:
     try:
         await redis.xgroup_create(settings.stream, args.group, id="0", mkstream=True)
     except ResponseError as e:
@@ -185,7 +191,7 @@ async def _grouped(redis: ArqRedis, settings: Settings, args: argparse.Namespace
     # first what this consumer was handed before and never acknowledged (from id 0), then new entries
     backlog: str | None = "0"
     left = None if args.follow else args.count
-    while left is None or left > 0:
+    while (left is None or left > 0) and not stop.is_set():
         batch = args.count if left is None else min(left, args.count)
         answer = await redis.xreadgroup(
             args.group,
@@ -212,10 +218,15 @@ async def _grouped(redis: ArqRedis, settings: Settings, args: argparse.Namespace
 
 async def _tail(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
     printer = Printer(args.json)
+    stop = asyncio.Event()
+    # Ctrl-C ends a read at its next turn (within BLOCK_MS), never between a print and its XACK; a
+    # cancelled blocking read may not end at all (redis-py 5.3 can swallow the cancellation)
+    if args.follow:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
     if args.group:
-        await _grouped(redis, settings, args, printer)
+        await _grouped(redis, settings, args, printer, stop)
     else:
-        await _plain(redis, settings, args, printer)
+        await _plain(redis, settings, args, printer, stop)
     return 0
 
 

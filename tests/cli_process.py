@@ -89,11 +89,19 @@ def run_cli(
     return Ran(status, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"), err)
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C as on a terminal (a shell's background job inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a long-running `cvco-ipn argv...` (worker, serve, events tail --follow) on pipes."""
+    # unbuffered: a test waiting on the pipe with select() must not find lines already in a buffer
     return subprocess.Popen(
         [CVCO_IPN, *argv],
+        bufsize=0,
         env=env if env is not None else cli_env(),
+        preexec_fn=_interruptible,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
