@@ -12,13 +12,13 @@ import sys
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.logs import configure_logging
 from ingest.form import CartLine, Customer, FormOrder, Shipping
 from ingest.form_issue import IssuedForm, issue_form
 from ingest.form_rules import PRODUCT_TYPES, FormRuleError
+from ingest.redis_connection import redis_client
 from schemas.settings import Settings, load_settings
 
 
@@ -117,11 +117,7 @@ def order_from_args(args: argparse.Namespace) -> FormOrder:
 
 
 async def _issue(settings: Settings, order: FormOrder) -> IssuedForm:
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     try:
         return await issue_form(redis, settings, order)
     finally:

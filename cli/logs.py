@@ -31,6 +31,8 @@ import orjson
 import structlog
 from structlog.contextvars import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 
+from schemas.literal import literal
+
 
 def _write_to_stderr(data: bytes) -> None:
     stream = sys.stderr  # looked up per write: pytest and daemons may swap it
@@ -197,6 +199,22 @@ def _dumps_text(value: Any, **kwargs: Any) -> str:
     return _dumps(value, **kwargs).decode("utf-8")
 
 
+def _literal_values(render: structlog.types.Processor) -> structlog.types.Processor:
+    """`render` with the event and the traceback shown `literal` (the traceback keeps its line breaks).
+
+    A terminal obeys the escape sequences a logged text may hold; the console renderer writes every
+    other value with `repr`, which escapes them already, but these two as they are.
+    """
+
+    def literal_render(logger: Any, method_name: str, event_dict: Any) -> Any:
+        for key in ("event", "exception"):
+            if isinstance(event_dict.get(key), str):
+                event_dict[key] = literal(event_dict[key], keep_newlines=key == "exception")
+        return render(logger, method_name, event_dict)
+
+    return literal_render
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None, buffered: bool = False) -> None:
     """Route structlog and the stdlib (arq, aiohttp) through the same processors, to stderr.
 
@@ -209,7 +227,7 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, buffered
         structlog.stdlib.add_logger_name,
         _UtcTimeStamper(),
     ]
-    console = structlog.dev.ConsoleRenderer(colors=False)
+    console = _literal_values(structlog.dev.ConsoleRenderer(colors=False))
     processors: list[structlog.types.Processor] = [
         *shared,
         structlog.processors.format_exc_info,

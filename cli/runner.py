@@ -17,12 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from cli.text import literal
-from schemas import job as job_schema
 from schemas.settings import Settings, load_settings
+from workers.worker import arq_client
 
 
 class UsageError(Exception):
@@ -73,16 +72,7 @@ def run_with_redis(action: Action, args: argparse.Namespace, *, interrupted: int
     settings = load_settings(without_shops=True)
 
     async def main() -> int:
-        redis = ArqRedis(
-            ConnectionPool.from_url(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout_s * 5,
-                socket_connect_timeout=settings.redis_timeout_s,
-            ),
-            job_serializer=job_schema.dumps,
-            job_deserializer=job_schema.loads,
-            default_queue_name=settings.queue_name,
-        )
+        redis = arq_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
         try:
             return await action(redis, settings, args)
         finally:

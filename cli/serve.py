@@ -12,6 +12,7 @@ from aiohttp import web
 
 from cli.logs import configure_logging, flush_logs
 from ingest.app import create_app
+from ingest.redis_connection import exit_if_credentials_refused
 from schemas.settings import load_settings
 
 
@@ -52,6 +53,7 @@ async def _freeze_heap(app: web.Application) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
+    exit_if_credentials_refused(settings)
     configure_logging(buffered=True)
     structlog.get_logger(__name__).info(
         "receiver_starting", host=args.host, port=args.port, shops=sorted(settings.shops)

@@ -10,11 +10,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from ingest.redis_connection import redis_client
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig, load_settings
 from simulator.deliver import RetryPolicy, Summary, play
@@ -115,7 +115,8 @@ async def simulate(args: argparse.Namespace, settings: Settings) -> Summary:
         for name in chosen_scenarios(args.scenario):
             deliveries.extend(SCENARIOS[name](platform, name))
     policy = RetryPolicy(timeout_s=args.timeout, retries=args.retries, interval_s=args.retry_interval)
-    redis = Redis.from_url(args.redis_url or settings.redis_url)
+    target = settings.model_copy(update={"redis_url": args.redis_url}) if args.redis_url else settings
+    redis = redis_client(target, socket_timeout_s=None)
     try:
 
         async def register_session(pending: PendingPayment) -> bool:

@@ -12,10 +12,10 @@ from typing import Any
 
 import structlog
 import uvloop
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.logs import configure_logging
+from ingest.redis_connection import exit_if_credentials_refused, redis_client
 from schemas.settings import Settings, load_settings
 from workers.worker import build_worker
 
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(load_settings())
     settings = load_settings(require_shops=True)
+    exit_if_credentials_refused(settings)
     # one write per event-loop turn, as the receiver: a kill -9 may lose that turn's lines, never a job
     configure_logging(buffered=True)
     logging.getLogger("arq.worker").addFilter(_NoPerJobLines())
@@ -110,7 +111,7 @@ def _check(settings: Settings) -> int:
     key = build_worker(settings).health_check_key
 
     async def read() -> bytes | None:
-        async with Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s) as redis:
+        async with redis_client(settings, socket_timeout_s=settings.redis_timeout_s) as redis:
             value: bytes | None = await redis.get(key)
             return value
 

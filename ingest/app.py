@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -18,14 +19,13 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.asyncio import Redis
 
 from ingest import forms_api, handlers
 from ingest.body import BodyError
 from ingest.enqueue import EnqueueUnavailable, JobWriter
 from ingest.metrics import Outcome, ReceiverMetrics
 from ingest.network import client_address
-from ingest.redis_connection import HiredisPackingConnection
+from ingest.redis_connection import redis_client
 from ingest.rejections import Rejected
 from ingest.state import CONTEXT, JOB_WRITER, LOG, METRICS, REDIS, SETTINGS, RequestContext
 from schemas.settings import Settings
@@ -52,6 +52,9 @@ def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
             return error.status, error.outcome, error.reason
         case BodyError():
             return 400, "bad_request", str(error)
+        case ConnectionResetError():
+            # aiohttp's word for a client that went away mid-body; nobody reads the answer (499, as nginx)
+            return 499, "client_gone", "client closed the connection"
         case EnqueueUnavailable():
             return 503, "unavailable", "notification not stored, try again later"
         case web.HTTPRequestEntityTooLarge():
@@ -60,6 +63,29 @@ def _refusal(error: Exception) -> tuple[int, Outcome, str] | None:
             # aiohttp's own refusals (404, 405, ...): same one-line plain text as ours
             return error.status, "bad_request", error.reason
     return None
+
+
+class OneLineServerErrors(logging.Filter):
+    """aiohttp's own error lines as one line naming the error, without traceback or request bytes.
+
+    aiohttp logs a malformed request with its exception, whose message quotes the raw bytes it choked
+    on (a `signature=` among them); a client gone mid-request is no error of ours at all.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        status = getattr(error, "code", None)
+        detail = f"{type(error).__name__}{f' {status}' if isinstance(status, int) else ''}"
+        record.msg, record.args = f"{record.getMessage()}: {detail}", ()
+        record.exc_info = record.exc_text = record.stack_info = None
+        record.levelno = logging.INFO if isinstance(error, ConnectionError) else logging.WARNING
+        record.levelname = logging.getLevelName(record.levelno)
+        return True
+
+
+_SERVER_ERRORS = OneLineServerErrors()
 
 
 @web.middleware
@@ -72,7 +98,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
     context = RequestContext(
         request_id=f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}",
         client_ip=client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), app[SETTINGS].trusted_proxies
+            request.remote, request.headers.getall("X-Forwarded-For", ()), app[SETTINGS].trusted_proxies
         ),
         received_at=datetime.now(UTC),
     )
@@ -110,13 +136,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        connection_class=HiredisPackingConnection,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry_on_timeout=False,
-    )
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     app[REDIS] = redis
     yield
     await redis.aclose()
@@ -124,7 +144,9 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _job_writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer = JobWriter(app[REDIS], settings.queue_name, settings.redis_timeout_s)
+    writer = JobWriter(
+        app[REDIS], settings.queue_name, settings.redis_timeout_s, min_replicas=settings.redis_min_replicas
+    )
     app[JOB_WRITER] = writer
     task = asyncio.create_task(writer.run(), name="cvco-job-writer")
     yield
@@ -135,6 +157,7 @@ async def _job_writer(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The receiver: `POST /ipn`, `GET /healthz`, `GET /readyz`, `GET /metrics`."""
+    logging.getLogger("aiohttp.server").addFilter(_SERVER_ERRORS)  # one filter however many apps
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_middleware])
     app[SETTINGS] = settings
     app[METRICS] = ReceiverMetrics()

@@ -57,6 +57,15 @@ class EnqueueUnavailable(Exception):
     """Redis did not acknowledge the job in time: nothing may be claimed to the sender."""
 
 
+class NotReplicated(Exception):
+    """Fewer replicas than `CVCO_REDIS_MIN_REPLICAS` acknowledged the batch in time."""
+
+
+REPLICATION_MARK = "cvco:replication-mark"
+"""Written before WAIT when a batch wrote nothing (duplicates only): WAIT counts replicas up to the
+connection's last write, and the duplicate's own write may have been another receiver's, still unreplicated."""
+
+
 @dataclass(frozen=True, slots=True)
 class NotificationJob:
     """One serialized arq job, ready to write."""
@@ -75,6 +84,10 @@ def build_job(
     as the argument, rendered by orjson: the worker decodes the same function, argument, try and enqueue
     time as from `serialize_job(..., serializer=schemas.job.dumps)`, at a tenth of the cost. No pydantic
     here: every value is a str the receiver made (or a UTC datetime), so the model's checks hold already.
+
+    `fields` are what the signature covers (`ingest.body.signed_fields`), and the job's id is derived
+    from them alone: unsigned extra fields (padding, any other name) cannot make copies of one
+    notification distinct jobs.
     """
     enqueue_time_ms = int(time.time() * 1000)
     argument = {
@@ -123,13 +136,14 @@ class JobWriter:
     `run()` is the single batching task; start it once and cancel it at shutdown.
     """
 
-    def __init__(self, redis: Redis, queue_name: str, timeout_s: float) -> None:
+    def __init__(self, redis: Redis, queue_name: str, timeout_s: float, *, min_replicas: int = 0) -> None:
         pool = redis.connection_pool
         # the client's own connection settings (address, database, credentials, packing), without its
         # per-command socket timeout: `_call_script` bounds the whole exchange with one timeout instead
         self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         self._queue_name = queue_name
         self._timeout_s = timeout_s
+        self._min_replicas = min_replicas
         self._pending: list[_Pending] = []
         self._writing: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -198,14 +212,36 @@ class JobWriter:
             args += (job.job_id, job.payload, job.enqueue_time_ms)
         try:
             written = await self._call_script(keys, args)
-        except (RedisError, OSError, TimeoutError) as e:
+            if self._min_replicas:
+                await self._await_replicas(min(pending.deadline for pending in live), wrote=any(written))
+        except (RedisError, OSError, TimeoutError, NotReplicated) as e:
+            reason = str(e) if isinstance(e, NotReplicated) else f"Redis unavailable: {type(e).__name__}"
             for pending in live:
                 if not pending.answer.done():
-                    pending.answer.set_exception(EnqueueUnavailable(f"Redis unavailable: {type(e).__name__}"))
+                    pending.answer.set_exception(EnqueueUnavailable(reason))
             return
         for pending, was_written in zip(live, written, strict=True):
             if not pending.answer.done():
                 pending.answer.set_result(bool(was_written))
+
+    async def _await_replicas(self, deadline: float, *, wrote: bool) -> None:
+        """`WAIT` on the connection that wrote the batch, until the first request's deadline.
+
+        A 200 then means "on the primary and `min_replicas` replicas": a failover loses none of them.
+        """
+        remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
+        if remaining_ms <= 0:
+            raise NotReplicated("no time left to wait for the replicas")
+        connection = self._connection
+        async with asyncio.timeout(self._timeout_s):
+            if not wrote:
+                await connection.send_command("SET", REPLICATION_MARK, "1", "PX", 60_000)
+            await connection.send_command("WAIT", self._min_replicas, remaining_ms)
+            if not wrote:
+                await connection.read_response()
+            acknowledged: int = await connection.read_response()
+        if acknowledged < self._min_replicas:
+            raise NotReplicated(f"{acknowledged} of {self._min_replicas} replicas acknowledged in time")
 
     async def _call_script(self, keys: list[str], args: list[bytes | int | str]) -> list[int]:
         """The script's answer for these keys and arguments, within the timeout.

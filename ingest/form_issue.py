@@ -6,7 +6,7 @@ Shared by `cvco-ipn form` and `POST /forms`; the only I/O is Redis (the trans_id
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 import structlog
@@ -21,6 +21,9 @@ from schemas.settings import Mode, Settings
 from workers.sessions import track_session
 
 log = structlog.get_logger("ingest.form")
+
+PROBE_TRANS_ID = "000000"
+"""The id the rules are first checked with: every rule holds or fails alike whatever the id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +59,16 @@ async def issue_form(
     """A signed form for `order` with a fresh trans_id, its session watched for silent expiry.
 
     Raises `FormRuleError` for a request that breaks a rule (unknown shop included); nothing is
-    watched then.
+    watched and no trans_id is claimed then.
     """
     shop = settings.shops.get(order.shop_id)
     if shop is None:
         raise FormRuleError("vads_site_id", order.shop_id, "not a shop of CVCO_SHOPS")
+    # every rule is checked before an id is claimed, so a refused request spends none
+    build_form(
+        PaymentRequest(**order.model_dump(), trans_id=PROBE_TRANS_ID, trans_date=now or datetime.now(UTC)),
+        shop,
+    )
     identity = await allocate_trans_id(redis, order.shop_id, now)
     request = PaymentRequest(**order.model_dump(), trans_id=identity.trans_id, trans_date=identity.trans_date)
     form = build_form(request, shop)

@@ -15,9 +15,12 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from ingest.body import read_body
 from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.form_rules import FormRuleError
+from ingest.redis_connection import redis_client
+from ingest.rejections import Rejected
 from schemas.settings import Settings
 
 FORMS_PATH = "/forms"
@@ -36,11 +39,7 @@ def add_form_routes(app: web.Application, settings: Settings) -> None:
 
 async def _forms_redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[FORMS_SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
+    redis = redis_client(settings, socket_timeout_s=settings.redis_timeout_s)
     app[FORMS_REDIS] = redis
     yield
     await redis.aclose()
@@ -49,7 +48,8 @@ async def _forms_redis(app: web.Application) -> AsyncIterator[None]:
 def _authorized(request: web.Request, settings: Settings) -> bool:
     assert settings.api_token is not None  # the route exists only with a token
     expected = b"Bearer " + settings.api_token.get_secret_value().encode("utf-8")
-    given = request.headers.get("Authorization", "").encode("utf-8")
+    # aiohttp decodes header bytes that are not UTF-8 with surrogateescape: encode them back the same way
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
     return hmac.compare_digest(given, expected)
 
 
@@ -66,14 +66,25 @@ def _one_line(status: int, reason: str) -> web.Response:
 
 
 async def create_form(request: web.Request) -> web.Response:
-    """Issue a signed form: 401 without the bearer token, 400 for non-JSON, 422 for a broken rule."""
+    """Issue a signed form: 401 without the bearer token, 400 for non-JSON, 422 for a broken rule.
+
+    Every refusal comes before a `vads_trans_id` is claimed: a refused request spends none.
+    """
     settings = request.app[FORMS_SETTINGS]
     if not _authorized(request, settings):
         return _one_line(401, "missing or wrong bearer token")
     try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return _one_line(400, f"body is not JSON: {e}")
+        body = json.loads(await read_body(request, settings.body_timeout_s))
+        # a `\ud800` escape decodes to a lone surrogate, which no form field can carry
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except Rejected as e:  # the body did not arrive in time
+        return _one_line(e.status, e.reason)
+    except UnicodeEncodeError:
+        return _one_line(400, "body is not valid Unicode: it holds a lone surrogate escape")
+    except RecursionError:
+        return _one_line(400, "body is not usable JSON: nested too deeply")
+    except ValueError as e:  # not JSON, not UTF-8, or an integer too long to convert
+        return _one_line(400, f"body is not usable JSON: {e}")
     if not isinstance(body, dict):
         return _one_line(400, "body must be a JSON object")
     auto_submit = body.pop("auto_submit", False) is True

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlencode
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from ingest.body import parse_form_body
+from ingest.body import parse_form_body, read_body, signed_fields
+from ingest.checks import check_notification
 from ingest.enqueue import build_job
-from ingest.forensics import keep_signature_failure
 from ingest.network import is_allowed
-from ingest.rejections import Rejected
-from ingest.signature import SIGNATURE_FIELD, verify_signature
+from ingest.rejected_store import RejectedRequest, keep_rejected
+from ingest.rejections import KeptReason, Rejected
 from ingest.state import CONTEXT, JOB_WRITER, METRICS, REDIS, SETTINGS
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -42,44 +43,25 @@ async def receive_notification(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type", "")
     if content_type != FORM_CONTENT_TYPE:  # the usual header needs no parsing
         _check_form_content_type(content_type)
-    raw = await request.read()
+    raw = await read_body(request, settings.body_timeout_s)
     fields = parse_form_body(raw)
-    signature = fields.get(SIGNATURE_FIELD)
     shop_id = fields.get("vads_site_id")
-    if signature is None:
-        raise Rejected(400, "bad_request", "not a notification: no signature field")
-    if shop_id is None:
-        raise Rejected(400, "bad_request", "not a notification: no vads_site_id field")
     context.log_ids.update(
         shop_id=shop_id,
         order_id=fields.get("vads_order_id"),
         trans_uuid=fields.get("vads_trans_uuid"),
         trans_id=fields.get("vads_trans_id"),
     )
-    shop = settings.shops.get(shop_id)
-    if shop is None:
-        raise Rejected(403, "forbidden", "unknown vads_site_id")
-    if fields.get("vads_ctx_mode") not in shop.modes:
-        raise Rejected(403, "forbidden", "vads_ctx_mode not accepted for this shop")
-    verdict = verify_signature(fields, signature, shop)
-    if verdict == "no_key":
-        raise Rejected(403, "forbidden", "no key for this vads_ctx_mode")
     metrics = app[METRICS]
-    if verdict == "mismatch":
-        metrics.signature_failures.labels(shop_id).inc()
-        await keep_signature_failure(
-            app[REDIS],
-            maxlen=settings.forensics_maxlen,
-            max_age_s=settings.forensics_max_age_s,
-            timeout_s=settings.redis_timeout_s,
-            shop_id=shop_id,
-            client_ip=context.client_ip,
-            request_id=context.request_id,
-            received_at=context.received_at,
-            body=raw,
-        )
-        raise Rejected(401, "bad_signature", "signature mismatch")
-    job = build_job(fields, context.received_at, context.client_ip, context.request_id)
+    try:
+        check_notification(fields, settings)
+    except Rejected as refusal:
+        if refusal.kept == "signature":
+            metrics.signature_failures.labels(shop_id).inc()
+        if refusal.kept is not None:
+            await _keep(request, refusal, refusal.kept, fields, raw)
+        raise
+    job = build_job(signed_fields(raw, fields), context.received_at, context.client_ip, context.request_id)
     started = time.perf_counter()
     written: bool | None = None
     try:
@@ -91,18 +73,59 @@ async def receive_notification(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
+async def _keep(
+    request: web.Request, refusal: Rejected, reason: KeptReason, fields: dict[str, str], raw: bytes
+) -> None:
+    context = request[CONTEXT]
+    settings = request.app[SETTINGS]
+    kept = RejectedRequest(
+        reason=reason,
+        status=refusal.status,
+        message=refusal.reason,
+        received_at=context.received_at,
+        client_ip=context.client_ip,
+        request_id=context.request_id,
+        shop_id=fields.get("vads_site_id", ""),
+        order_id=fields.get("vads_order_id", ""),
+        # a signed form or browser return can never pass: its signed part is enough, and padded copies of
+        # one form then take a few hundred bytes each, not 64 KiB
+        body=urlencode(signed_fields(raw, fields)).encode() if reason == "not_notification" else raw,
+    )
+    await keep_rejected(
+        request.app[REDIS],
+        kept,
+        maxlen=settings.forensics_maxlen,
+        max_age_s=settings.forensics_max_age_s,
+        timeout_s=settings.redis_timeout_s,
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     """`GET /healthz`: 200 while the process runs."""
     return web.Response(text="OK")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """`GET /readyz`: 200 when Redis answers PING in time, else 503."""
-    timeout_s = request.app[SETTINGS].redis_timeout_s
+    """`GET /readyz`: 200 when Redis answers PING in time (and, with `CVCO_REDIS_MIN_REPLICAS`, has that
+    many replicas connected), else 503."""
+    settings = request.app[SETTINGS]
+    redis = request.app[REDIS]
     try:
-        await asyncio.wait_for(request.app[REDIS].ping(), timeout_s)
+        if not settings.redis_min_replicas:
+            await asyncio.wait_for(redis.ping(), settings.redis_timeout_s)
+            return web.Response(text="OK")
+        replication = await asyncio.wait_for(redis.info("replication"), settings.redis_timeout_s)
     except (RedisError, OSError, TimeoutError):
         return web.Response(status=503, text="Redis is not answering")
+    online = sum(
+        1
+        for name, value in replication.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
+    if online < settings.redis_min_replicas:
+        return web.Response(
+            status=503, text=f"{online} of {settings.redis_min_replicas} Redis replicas connected"
+        )
     return web.Response(text="OK")
 
 

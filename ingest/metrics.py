@@ -28,7 +28,9 @@ from redis.exceptions import RedisError
 FAILED_INDEX = "cvco:failed:index"
 """Sorted set of parked jobs, written by the workers' failed-job store."""
 
-Outcome = Literal["ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable"]
+Outcome = Literal[
+    "ok", "duplicate", "bad_request", "too_large", "bad_signature", "forbidden", "unavailable", "client_gone"
+]
 OUTCOMES: tuple[Outcome, ...] = (
     "ok",
     "duplicate",
@@ -37,6 +39,7 @@ OUTCOMES: tuple[Outcome, ...] = (
     "bad_signature",
     "forbidden",
     "unavailable",
+    "client_gone",  # the client closed the connection before its request was read: not our failure
 )
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -25,12 +25,16 @@ def _in_any(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]) -> str:
+def client_address(
+    peer: str | None, forwarded_for: Sequence[str], trusted_proxies: Sequence[IPNetwork]
+) -> str:
     """The client's address: the direct peer, unless the peer is a trusted proxy.
 
-    Behind trusted proxies, `X-Forwarded-For` is read right to left and the first address that is not
-    itself a trusted proxy is the client; everything left of it was written by the client and is ignored.
-    A malformed entry stops the walk: the last address vouched for is returned.
+    `forwarded_for` holds every `X-Forwarded-For` line in order: together they are one list (RFC 9110),
+    and a proxy that adds a line of its own leaves the client's forged line before it. Behind trusted
+    proxies that list is read right to left and the first address that is not itself a trusted proxy
+    is the client; everything left of it was written by the client and is ignored. A malformed entry
+    stops the walk: the last address vouched for is returned.
     """
     if not trusted_proxies:
         return peer or "unknown"
@@ -40,7 +44,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
     if not forwarded_for or not _in_any(peer_address, trusted_proxies):
         return str(peer_address)
     client = peer_address
-    for hop in reversed(forwarded_for.split(",")):
+    for hop in reversed(",".join(forwarded_for).split(",")):
         hop_address = _address(hop)
         if hop_address is None:
             break

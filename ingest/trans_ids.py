@@ -1,14 +1,20 @@
 """`vads_trans_id` allocation: 6 characters [0-9a-z], unique per shop per UTC day, across processes.
 
 A Redis counter per shop and UTC day (`cvco:trans_id:<shop>:<YYYYMMDD>`, INCR is atomic) gives each
-form a distinct index; a keyed Feistel permutation of the 36^6 ids turns that index into an id that
-does not reveal how many payments the shop took that day. The counter ignores the mode: one id is
-never used twice in a day by a shop, TEST and PRODUCTION included.
+form a distinct index; a Feistel permutation of the 36^6 ids, keyed by a secret, turns that index into
+an id that reveals neither how many payments the shop took that day nor the next ids. The secret is
+drawn once per deployment and kept in Redis (`cvco:trans_id:secret`, no expiry), so every process
+shares it and no configuration holds it. The counter ignores the mode: one id is never used twice in a
+day by a shop, TEST and PRODUCTION included.
+
+Ids 900000-999999 are the platform's own: a permuted value landing there is permuted again (cycle
+walking), which keeps the mapping one-to-one on the ids left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,14 +23,17 @@ from redis.asyncio import Redis
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 6
 HALF = 36**3  # the Feistel works on two 3-character halves
-SPACE = HALF * HALF  # 36^6 = 2,176,782,336 ids per shop per day
+SPACE = HALF * HALF  # 36^6 = 2,176,782,336 ids
+INDICES = 9 * 36**5
+"""Indices a shop may use per UTC day: those below the value of "900000", so none is a reserved id."""
 ROUNDS = 4
 COUNTER_PREFIX = "cvco:trans_id:"
+PERMUTATION_KEY = "cvco:trans_id:secret"
 COUNTER_TTL_S = 2 * 86400  # outlives its UTC day whatever the clock skew between processes
 
 
 class TransIdsExhausted(RuntimeError):
-    """A shop used every one of the 36^6 ids of a UTC day."""
+    """A shop used every id it may use in a UTC day."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,24 +48,24 @@ class TransactionIdentity:
         return self.trans_date.strftime("%Y%m%d%H%M%S")
 
 
-def _round_value(half: int, round_no: int, tweak: str) -> int:
-    digest = hashlib.blake2b(f"{tweak}:{round_no}:{half}".encode(), digest_size=8).digest()
+def _round_value(half: int, round_no: int, tweak: str, secret: bytes) -> int:
+    digest = hashlib.blake2b(f"{tweak}:{round_no}:{half}".encode(), key=secret, digest_size=8).digest()
     return int.from_bytes(digest, "big") % HALF
 
 
-def permute(index: int, tweak: str) -> int:
-    """A bijection of [0, 36^6) chosen by `tweak`: a balanced Feistel network with addition mod 36^3."""
+def permute(index: int, tweak: str, secret: bytes) -> int:
+    """A bijection of [0, 36^6) chosen by `tweak` and `secret`: a balanced Feistel network mod 36^3."""
     left, right = divmod(index, HALF)
     for round_no in range(ROUNDS):
-        left, right = right, (left + _round_value(right, round_no, tweak)) % HALF
+        left, right = right, (left + _round_value(right, round_no, tweak, secret)) % HALF
     return left * HALF + right
 
 
-def unpermute(value: int, tweak: str) -> int:
+def unpermute(value: int, tweak: str, secret: bytes) -> int:
     """The inverse of `permute` (it proves `permute` is a bijection)."""
     left, right = divmod(value, HALF)
     for round_no in reversed(range(ROUNDS)):
-        left, right = (right - _round_value(left, round_no, tweak)) % HALF, left
+        left, right = (right - _round_value(left, round_no, tweak, secret)) % HALF, left
     return left * HALF + right
 
 
@@ -69,11 +78,24 @@ def encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
-def trans_id_for(index: int, shop_id: str, day: str) -> str:
-    """The id of the `index`-th form of a shop on a UTC day (`YYYYMMDD`)."""
-    if not 0 <= index < SPACE:
-        raise TransIdsExhausted(f"shop {shop_id} used all {SPACE} transaction ids of {day}")
-    return encode(permute(index, f"{shop_id}:{day}"))
+def is_reserved(trans_id: str) -> bool:
+    """True for the platform's own ids, 900000 to 999999."""
+    return trans_id.isdigit() and trans_id >= "900000"
+
+
+def trans_id_for(index: int, shop_id: str, day: str, secret: bytes) -> str:
+    """The id of the `index`-th form of a shop on a UTC day (`YYYYMMDD`), never a reserved one.
+
+    Indices below `INDICES` are never reserved ids themselves, and walking the permutation's cycle from
+    one of them past reserved values ends on a value that is not: distinct indices, distinct ids.
+    """
+    if not 0 <= index < INDICES:
+        raise TransIdsExhausted(f"shop {shop_id} used all {INDICES} transaction ids of {day}")
+    tweak = f"{shop_id}:{day}"
+    trans_id = encode(permute(index, tweak, secret))
+    while is_reserved(trans_id):
+        trans_id = encode(permute(int(trans_id, 36), tweak, secret))
+    return trans_id
 
 
 async def allocate_trans_id(redis: Redis, shop_id: str, now: datetime | None = None) -> TransactionIdentity:
@@ -82,7 +104,9 @@ async def allocate_trans_id(redis: Redis, shop_id: str, now: datetime | None = N
     day = moment.strftime("%Y%m%d")
     key = f"{COUNTER_PREFIX}{shop_id}:{day}"
     async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(PERMUTATION_KEY, secrets.token_bytes(32), nx=True)  # the first allocation ever draws it
+        pipe.get(PERMUTATION_KEY)
         pipe.incr(key)
         pipe.expire(key, COUNTER_TTL_S)
-        count, _ = await pipe.execute()
-    return TransactionIdentity(trans_id_for(int(count) - 1, shop_id, day), moment)
+        _, secret, count, _ = await pipe.execute()
+    return TransactionIdentity(trans_id_for(int(count) - 1, shop_id, day, secret), moment)

@@ -78,7 +78,13 @@ class PaymentEvent(BaseModel):
     received_at: datetime
     payment_key: str
     operation_type: str | None
-    flags: list[str] = Field(default_factory=list, description="seed rules this payment breaks (not dropped)")
+    flags: list[str] = Field(
+        default_factory=list,
+        description=(
+            "seed rules this payment breaks, kept not dropped (non_eur_cvco, partial_refund, partial_cancel), and"
+            " states worth a look (cascade_partial, accepted_after_expiry, expired_authorised, refund_unattached)"
+        ),
+    )
 
 
 def schema_text() -> str:

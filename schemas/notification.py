@@ -35,20 +35,27 @@ class InvalidNotification(PermanentError, ValueError):
         self.rule = rule
 
 
+MAX_AMOUNT = 999_999_999_999
+"""The platform's amounts are n..12: at most 12 digits."""
+
+
 class CascadeLeg(BaseModel):
-    """One transaction of a cascade, from `vads_payment_seq.transactions[]`; unknown keys are kept."""
+    """One transaction of a cascade, from `vads_payment_seq.transactions[]`; unknown keys are kept.
+
+    Some platform versions omit `trans_uuid` (and `auth_result`): the leg is then known by its sequence number.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    amount: int = Field(ge=0)
+    amount: int = Field(ge=0, le=MAX_AMOUNT)
     operation_type: str = "DEBIT"
     auth_result: str | None = None
     capture_delay: int | None = None
     card_brand: str
     card_number: str | None = None
-    sequence_number: int = Field(ge=1)
+    sequence_number: int = Field(ge=1, le=MAX_AMOUNT)
     trans_id: str
-    trans_uuid: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
+    trans_uuid: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     trans_status: str
     presentation_date: str | None = None
     extra_result: str | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from typing import Annotated, Literal
 
@@ -31,6 +32,12 @@ class ShopConfig(BaseModel):
     algorithms: tuple[Algorithm, ...] = ("HMAC-SHA-256",)
     modes: tuple[Mode, ...] = ("TEST", "PRODUCTION")
 
+    @field_validator("test_key", "production_key", mode="before")
+    @classmethod
+    def _trimmed(cls, value: object) -> object:
+        # the platform's SDK ignores spaces around a key: a key pasted with one must still verify
+        return value.strip() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _keys_for_modes(self) -> ShopConfig:
         if not self.algorithms:
@@ -54,6 +61,13 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _host_port(item: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{item!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     """Every `CVCO_*` variable of the contract, plus the project's own tunables (documented in the README)."""
 
@@ -61,6 +75,11 @@ class Settings(BaseSettings):
 
     # --- the contract's variables -------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(
+        default_factory=list, description="Sentinels (host:port) that name the primary; empty: the URL's host"
+    )
+    redis_sentinel_master: str = "mymaster"
+    redis_min_replicas: int = Field(0, ge=0, description="replicas that must hold a job before its 200")
     shops: Annotated[dict[str, ShopConfig], NoDecode] = Field(default_factory=dict)
     stream: str = "cvco:events"
     smtp_url: SecretStr | None = None
@@ -75,6 +94,10 @@ class Settings(BaseSettings):
     # --- the project's own tunables -----------------------------------------------------------------
     queue_name: str = "cvco:queue"
     redis_timeout_s: float = Field(2.0, gt=0, description="Redis slower than this means 503 at the receiver")
+    redis_ca_file: str | None = Field(
+        None, description="CA bundle that signs a rediss:// server's certificate"
+    )
+    body_timeout_s: float = Field(5.0, gt=0, description="a request body not received within this: 408")
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )
@@ -82,13 +105,17 @@ class Settings(BaseSettings):
         default_factory=list, description="CIDRs allowed to POST /ipn; empty allows all"
     )
     stream_maxlen: int = Field(1_000_000, ge=1000, description="approximate cap of the event stream")
-    forensics_maxlen: int = Field(1000, ge=1, description="signature failures kept for forensics")
-    forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they are trimmed")
+    stream_retention_s: int = Field(
+        30 * 86400, ge=3600, description="events older than this are trimmed from the stream (XTRIM MINID ~)"
+    )
+    forensics_maxlen: int = Field(1000, ge=1, description="rejected requests kept, per reason")
+    forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they expire")
     failed_max: int = Field(100_000, ge=10, description="parked jobs kept before the oldest are dropped")
     discarded_max: int = Field(10_000, ge=10, description="discarded jobs' audit records kept at most")
     discarded_max_age_s: int = Field(
         90 * 86400, ge=86400, description="age after which a discarded job's audit record expires"
     )
+    failed_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="same, in bytes")
     alert_window_s: int = Field(900, ge=1, description="at most one mail per alert kind and shop per window")
     sigfail_alert_threshold: int = Field(20, ge=1)
     sigfail_alert_window_s: int = Field(300, ge=1)
@@ -126,6 +153,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_networks(cls, value: object) -> object:
         return _comma_list(value)
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        value = _comma_list(value)
+        if not isinstance(value, list):
+            return value
+        return [_host_port(item) if isinstance(item, str) else item for item in value]
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @field_validator("smtp_url")
     @classmethod

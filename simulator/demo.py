@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from ingest.app import create_app
+from ingest.redis_connection import redis_client
 from schemas.job import notification_job_id
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig
@@ -226,7 +227,7 @@ async def run_demo(
         report.deliveries = build_deliveries(settings, shop_id, seed)
         if on_start:
             on_start(report)
-        redis = Redis.from_url(url)
+        redis = redis_client(settings, socket_timeout_s=None)
         stack.push_async_callback(redis.aclose)
         notification_url = await stack.enter_async_context(receiver(settings))
         await stack.enter_async_context(worker(settings, crons=not shared))

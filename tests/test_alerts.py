@@ -50,10 +50,12 @@ def body(envelope: Envelope) -> str:
     return payload.decode("utf-8")
 
 
-async def park(redis: Redis, settings: Settings, failed_id: str) -> None:
+async def park(redis: Redis, settings: Settings, failed_id: str, trans_id: str = "xyz789") -> None:
     ctx: dict[str, Any] = {"redis": redis, "job_id": failed_id, "job_try": 1}
     error = InvalidNotification("vads_payment_seq", "is not valid JSON")
-    await park_job(ctx, settings, {"fields": FIELDS, "request_id": "r"}, error, failed_id)
+    # one notification per id, as the receiver queues them: each its own signature (and payment, if asked)
+    fields = FIELDS | {"signature": f"signature-must-not-leak-{failed_id}", "vads_trans_id": trans_id}
+    await park_job(ctx, settings, {"fields": fields, "request_id": "r"}, error, failed_id)
 
 
 async def test_one_parked_job_gives_one_mail_with_the_commands(
@@ -85,7 +87,7 @@ async def test_fifty_parked_jobs_in_a_window_give_one_mail_then_a_count(
     """50 alerts of one kind and shop in a window: one mail, then one summary saying 49 were folded in."""
     settings = mail_settings(settings, smtp_server.url, window_s=1)
     for n in range(50):
-        await park(redis, settings, f"ipn:burst-{n}")
+        await park(redis, settings, f"ipn:burst-{n}", trans_id=f"t{n}")
     assert await deliver_alerts(redis, settings) == 1
     assert await deliver_alerts(redis, settings) == 0
     assert len(smtp_server.mailbox.messages) == 1
@@ -170,7 +172,7 @@ async def test_a_summary_cut_short_mid_send_keeps_its_count_for_the_next_sender(
     its summary mail: the folded count and the latest alert stay, and the next run mails them."""
     settings = mail_settings(settings, smtp_server.url, window_s=1)
     for n in range(3):
-        await park(redis, settings, f"ipn:fold-{n}")
+        await park(redis, settings, f"ipn:fold-{n}", trans_id=f"t{n}")
     assert await deliver_alerts(redis, settings) == 1
     await asyncio.sleep(1.2)
     async with silent_server() as port:

@@ -10,7 +10,7 @@ import time
 from arq.connections import ArqRedis
 from pydantic import SecretStr
 
-from ingest.forensics import FORENSICS_STREAM
+from ingest.rejected_store import FORENSICS_STREAM
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SmtpServer, free_port
 from tests.notifications import (

@@ -26,8 +26,9 @@ from tests.notifications import (
     queued,
 )
 from workers.apply import PAYMENT_PREFIX, PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
-from workers.decide import PaymentState, decide
+from workers.decide import decide
 from workers.jobs import handle_notification
+from workers.payment import PaymentState
 from workers.sessions import load_session
 
 SINGLE_LIFE = [
@@ -56,17 +57,9 @@ LIVES = {"single": SINGLE_LIFE, "cascade": CASCADE_LIFE, "cancel": CANCEL_LIFE}
 
 
 def essence(state: PaymentState | None) -> object:
-    """The business state to compare: phase, amounts, every transaction's status, fingerprints applied."""
+    """The whole stored state: its transactions and the outcome derived from them."""
     assert state is not None
-    return (
-        state.phase,
-        state.paid_amount,
-        state.cvco_amount,
-        state.refunded_amount,
-        sorted((slot, tx.status) for slot, tx in state.legs.items()),
-        sorted((slot, tx.status) for slot, tx in state.refunds.items()),
-        state.seen,
-    )
+    return state.model_dump()
 
 
 def pure_final(notes: list[dict[str, str]]) -> tuple[object, list[str]]:
@@ -268,3 +261,67 @@ async def test_writes_submitted_while_a_batch_is_in_flight_go_together_in_the_ne
     stream_ids = await asyncio.gather(*writes)
     assert all(stream_ids) and len(set(stream_ids)) == 3
     assert await _evalsha_calls(redis) - calls_before == 2
+
+
+async def test_a_state_written_by_a_newer_release_is_read_not_parked(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Rolling deploy: a newer worker's state (higher version, fields unknown here) is read and built on."""
+    first = await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
+    key = PAYMENT_PREFIX + first.payment_key
+    newer = json.loads(await redis.hget(key, "s"))  # type: ignore[misc]  # redis-py types it Awaitable | value
+    newer.update(version=99, history=[{"at": "2024-05-01T12:01:00Z"}], capture_dates={"a": "2024-05-03"})
+    for tx in newer["legs"].values():
+        tx["capture_requested_by"] = "merchant"
+    await redis.hset(key, "s", json.dumps(newer))  # type: ignore[misc]  # as above
+    captured = await handle_notification(
+        redis, settings, queued(notification("CAPTURED", source="BATCH"), shop)
+    )
+    assert (captured.result, captured.event_type) == ("published", "payment.captured")
+    state = await load_payment(redis, first.payment_key)
+    assert state is not None and state.phase == "captured" and state.version == 99
+    kept = json.loads(await redis.hget(key, "s"))  # type: ignore[misc]  # as above
+    assert kept["history"] == newer["history"] and kept["capture_dates"] == newer["capture_dates"]
+    assert all(tx["capture_requested_by"] == "merchant" for tx in kept["legs"].values())
+
+
+async def test_a_state_written_by_the_previous_release_is_read_and_moves_on(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """The first release's state (fingerprints in `seen`, a `source` per transaction) still applies."""
+    old = {
+        "key": "12345678:TEST:20240501:ab12cd",
+        "shop_id": "12345678",
+        "mode": "TEST",
+        "trans_id": "Ab12Cd",
+        "order_id": "order-42",
+        "amount": 5000,
+        "currency": 978,
+        "cascade": False,
+        "legs": {
+            UUID_PAY: {
+                "trans_uuid": UUID_PAY,
+                "sequence_number": 1,
+                "card_brand": "CVCO",
+                "amount": 5000,
+                "status": "AUTHORISED",
+                "auth_result": "0",
+                "operation_type": "DEBIT",
+                "source": "PAY",
+            }
+        },
+        "refunds": {},
+        "session_expired": False,
+        "phase": "accepted",
+        "paid_amount": 5000,
+        "cvco_amount": 5000,
+        "refunded_amount": 0,
+        "seen": ["0" * 64],
+    }
+    key = PAYMENT_PREFIX + "12345678:TEST:20240501:ab12cd"
+    await redis.hset(key, mapping={"v": "1", "s": json.dumps(old)})  # type: ignore[misc]  # redis-py types it Awaitable | value
+    again = await handle_notification(redis, settings, queued(notification("AUTHORISED", source="BO"), shop))
+    cancelled = await handle_notification(
+        redis, settings, queued(notification("CANCELLED", source="RETRY"), shop)
+    )
+    assert (again.result, cancelled.event_type) == ("duplicate", "payment.cancelled")

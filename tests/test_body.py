@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.body import BodyError, parse_form_body
+from ingest.body import BodyError, parse_form_body, signed_fields
 
 # any text that UTF-8 can encode (lone surrogates cannot be sent by a form)
 form_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -105,3 +105,63 @@ def test_percent_decoding_matches_urllib_unquote_strictly(text: str) -> None:
     except BodyError:
         fields = None
     assert fields == (None if expected is None else {"v": expected})
+
+
+hostile_text = st.text(st.characters(), max_size=60)  # every category: controls, bidi, surrogates
+
+
+@given(
+    st.lists(
+        st.tuples(hostile_text, hostile_text, st.sampled_from(["raw", "quoted", "broken"])),
+        max_size=8,
+    )
+)
+def test_any_unicode_in_any_field_parses_or_refuses_in_one_line_without_a_raw_control(
+    pairs: list[tuple[str, str, str]],
+) -> None:
+    """Arbitrary Unicode (controls, lone surrogates, separators), sent raw, %-encoded, or with its
+    surrogates as broken UTF-8: the parser returns the exact fields or a one-line BodyError whose text
+    holds no raw control character (it becomes a 400's body)."""
+    segments = []
+    for name, value, how in pairs:
+        encoded = [
+            part.encode("utf-8", "surrogatepass" if how == "broken" else "replace") for part in (name, value)
+        ]
+        if how != "raw":
+            encoded = [quote(part, safe="").encode() for part in encoded]
+        segments.append(b"=".join(encoded))
+    try:
+        fields = parse_form_body(b"&".join(segments))
+    except BodyError as e:
+        assert str(e) and "\n" not in str(e) and str(e).isprintable()
+    else:
+        assert all(isinstance(name, str) and isinstance(value, str) for name, value in fields.items())
+
+
+def test_a_body_of_too_many_fields_is_refused_before_decoding() -> None:
+    """2,000 separators (2,001 fields) are refused at once, even when every segment is blank or undecodable."""
+    with pytest.raises(BodyError, match="more than 2000 fields"):
+        parse_form_body(b"&" * 2000 + b"\xff")
+    assert len(parse_form_body(b"&".join(b"vads_%d=" % n for n in range(2000)))) == 2000
+
+
+signed_or_not = st.one_of(
+    form_text,
+    form_text.map("vads_".__add__),
+    st.just("signature"),
+    st.sampled_from(["&vads_x", "x&vads_", ""]),
+)
+
+
+@given(st.dictionaries(signed_or_not, form_text, max_size=12), st.booleans())
+def test_signed_fields_are_exactly_the_vads_fields_and_the_signature(
+    fields: dict[str, str], raw_amp: bool
+) -> None:
+    """Whatever the other names (one holding `&vads_`, blank ones, empty segments): only `vads_*` and
+    `signature` are kept, by the byte-count shortcut as by the pass over the names."""
+    raw = urlencode(fields).encode() + (b"&&" if raw_amp else b"")
+    parsed = parse_form_body(raw)
+    expected = {
+        name: value for name, value in parsed.items() if name.startswith("vads_") or name == "signature"
+    }
+    assert signed_fields(raw, parsed) == expected

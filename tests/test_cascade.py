@@ -6,10 +6,13 @@ import json
 
 import pytest
 
-from schemas.notification import parse_notification
-from tests.notifications import RECEIVED_AT, UUID_CB, UUID_PAY, cascade, leg, notification
+from schemas.notification import InvalidNotification, parse_notification
+from schemas.session import PendingPayment
+from tests.conftest import SHOP_ID
+from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_CB, UUID_PAY, cascade, leg, notification
 from workers.cascade import MalformedCascade
-from workers.decide import CASCADE_PARTIAL, Decision, PaymentState, decide
+from workers.decide import Decision, decide, decide_expiry
+from workers.payment import CASCADE_PARTIAL, EXPIRED_AUTHORISED, ConflictingTransaction, PaymentState
 
 
 def run(*notes: dict[str, str]) -> tuple[PaymentState | None, list[Decision]]:
@@ -120,7 +123,7 @@ def test_malformed_cascades_are_permanent_errors() -> None:
     for fields in broken:
         with pytest.raises(MalformedCascade):
             run(fields)
-    with pytest.raises(MalformedCascade):
+    with pytest.raises(ConflictingTransaction):
         run(good, cascade([leg(3, "CB", 4000, "CAPTURED", UUID_CB)]))
 
 
@@ -128,3 +131,34 @@ def test_a_single_payment_notification_is_not_mistaken_for_a_cascade() -> None:
     """A CVCO notification with sequence number 1 has one leg and no payment_seq."""
     _, [decision] = run(notification("AUTHORISED"))
     assert decision.event is not None and len(decision.event.legs) == 1
+
+
+def test_legs_that_do_not_fit_the_payment_are_parked() -> None:
+    """Amounts have the platform's bounds (n..12); accepted legs above the payment's amount are malformed."""
+    huge = cascade(
+        [leg(1, "CVCO", 2**63 - 1, "AUTHORISED", UUID_PAY), leg(2, "CB", 2**63 - 1, "AUTHORISED", UUID_CB)]
+    )
+    with pytest.raises(InvalidNotification, match="amount"):
+        run(huge)
+    over = cascade([leg(1, "CVCO", 6000, "AUTHORISED", UUID_PAY), leg(2, "CB", 8000, "AUTHORISED", UUID_CB)])
+    with pytest.raises(MalformedCascade, match="over vads_amount"):
+        run(over)
+
+
+def test_a_cascade_with_a_leg_authorised_and_the_rest_not_listed_waits_and_expires_flagged() -> None:
+    """CVCO authorised, complement not yet known: pending; a detected expiry then says money is authorised."""
+    state, [decision] = run(cascade([leg(1, "CVCO", 2000, "AUTHORISED", UUID_PAY)]))
+    assert decision.event is not None and decision.event.type == "payment.pending"
+    pending = PendingPayment(
+        shop_id=SHOP_ID,
+        mode="TEST",
+        trans_id=TRANS_ID,
+        trans_date=RECEIVED_AT,
+        order_id="order-42",
+        amount=10000,
+        deadline=RECEIVED_AT,
+        registered_by="notification",
+    )
+    expired = decide_expiry(state, pending, RECEIVED_AT)
+    assert expired.event is not None and expired.event.type == "payment.expired"
+    assert (expired.event.paid_amount, expired.event.flags) == (2000, [EXPIRED_AUTHORISED])

@@ -14,18 +14,9 @@ from schemas.session import PendingPayment
 from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_PAY, UUID_REFUND, notification
 from workers.auth_codes import AUTH_RESULTS, auth_message
 from workers.cascade import UnknownStatus
-from workers.decide import (
-    ACCEPTED_AFTER_EXPIRY,
-    NON_EUR_CVCO,
-    PARTIAL_CANCEL,
-    PARTIAL_REFUND,
-    Decision,
-    PaymentState,
-    decide,
-    decide_expiry,
-    echoed_data,
-)
+from workers.decide import Decision, decide, decide_expiry, echoed_data
 from workers.events import event_json
+from workers.payment import ACCEPTED_AFTER_EXPIRY, NON_EUR_CVCO, PARTIAL_CANCEL, PARTIAL_REFUND, PaymentState
 from workers.status import KNOWN_STATUSES
 
 
@@ -105,7 +96,7 @@ def test_a_single_cvco_payment_goes_pending_accepted_captured_refunded() -> None
     )
     types = [d.event.type for d in decisions if d.event]
     assert types == ["payment.pending", "payment.accepted", "payment.captured", "payment.refunded"]
-    assert state is not None and state.is_final and state.phase == "refunded"
+    assert state is not None and state.phase == "refunded"
     refunded = decisions[-1].event
     assert refunded is not None
     assert (refunded.amount, refunded.paid_amount, refunded.cvco_amount, refunded.refunded_amount) == (
@@ -131,11 +122,20 @@ def test_a_stale_authorised_after_cancelled_changes_nothing() -> None:
     assert state is not None and state.phase == "cancelled" and state.paid_amount == 0
 
 
-def test_only_a_merchant_back_office_cancel_cancels_an_accepted_payment() -> None:
-    """A CANCELLED from another source after acceptance is ignored as stale."""
-    state, decisions = run(notification("AUTHORISED"), notification("CANCELLED", source="BATCH", auth=None))
-    assert decisions[1].result == "stale"
-    assert state is not None and state.phase == "accepted"
+@pytest.mark.parametrize("source", ["MERCH_BO", "RETRY", "BO"])
+def test_a_cancel_cancels_an_accepted_payment_whichever_source_delivers_it(source: str) -> None:
+    """The source is metadata: a RETRY or BO copy of a merchant's cancel carries the same fact."""
+    state, decisions = run(notification("AUTHORISED"), notification("CANCELLED", source=source, auth=None))
+    assert decisions[1].event is not None and decisions[1].event.type == "payment.cancelled"
+    assert decisions[1].event.source == source
+    assert state is not None and state.phase == "cancelled"
+
+
+def test_a_capture_is_never_undone_by_a_cancel() -> None:
+    """CAPTURED is the end of a transaction's order: a cancel delivered after it changes nothing."""
+    state, decisions = run(notification("CAPTURED"), notification("CANCELLED", source="MERCH_BO", auth=None))
+    assert decisions[1].result == "stale" and decisions[1].state is None
+    assert state is not None and state.phase == "captured"
 
 
 def test_a_captured_payment_is_never_refused_or_made_pending_again() -> None:
@@ -149,7 +149,7 @@ def test_a_captured_payment_is_never_refused_or_made_pending_again() -> None:
 
 
 def test_a_back_office_resend_of_the_same_state_is_a_duplicate() -> None:
-    """Same trans_uuid and business content from another source: the fingerprint matches, no event."""
+    """Same trans_uuid and business content from another source: nothing new, no event."""
     state, decisions = run(notification("AUTHORISED"), notification("AUTHORISED", source="BO"))
     assert decisions[1].result == "duplicate" and decisions[1].state is None
 
@@ -227,7 +227,7 @@ def test_a_detected_session_expiry_publishes_expired_once() -> None:
     )
     assert first.event.trans_uuid is None and first.event.amount == 5000
     assert decide_expiry(first.state, _pending(), now).result == "duplicate"
-    assert not first.state.is_final
+    assert first.state.session_expired
 
 
 def test_an_expiry_leaves_an_accepted_payment_alone_and_a_late_acceptance_is_flagged() -> None:

@@ -6,7 +6,9 @@ for `nginx -t`, and by the load-balancer reliability tests).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -208,6 +210,23 @@ def test_trusted_proxies_of_the_receivers_cover_the_load_balancer() -> None:
         assert any(ip_address(nginx_address) in n for n in trusted.trusted_proxies), name
 
 
+def test_k8s_trusts_no_private_range_and_only_the_ingress_and_prometheus_reach_the_receivers() -> None:
+    """CVCO_TRUSTED_PROXIES is narrower than 10.0.0.0/8, and a NetworkPolicy admits to the receivers' port
+    only the pods it names (each source has a pod selector: no whole namespace, no address block)."""
+    trusted = Settings(trusted_proxies=k8s("ConfigMap", "cvco-ipn-config")["data"]["CVCO_TRUSTED_PROXIES"])
+    assert trusted.trusted_proxies and all(network.prefixlen >= 16 for network in trusted.trusted_proxies)
+    for component in ("receiver", "worker"):
+        deployment = k8s("Deployment", f"cvco-ipn-{component}")
+        policy = k8s("NetworkPolicy", f"cvco-ipn-{component}")["spec"]
+        assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert policy["policyTypes"] == ["Ingress"]
+        sources = [source for rule in policy["ingress"] for source in rule["from"]]
+        assert sources and all("podSelector" in s and "ipBlock" not in s for s in sources)
+    receiver_rules = k8s("NetworkPolicy", "cvco-ipn-receiver")["spec"]["ingress"]
+    assert [rule["ports"] for rule in receiver_rules] == [[{"port": "http", "protocol": "TCP"}]]
+    assert "networkpolicy.yaml" in (DEPLOY / "k8s" / "kustomization.yaml").read_text()
+
+
 def test_grace_periods_exceed_the_app_shutdown_times(settings: Settings) -> None:
     """Receiver: preStop + aiohttp shutdown_timeout < grace; worker: job timeout + completion wait < grace."""
     receiver = k8s("Deployment", "cvco-ipn-receiver")["spec"]["template"]["spec"]
@@ -283,3 +302,56 @@ def test_rendered_nginx_config_passes_nginx_t_and_a_broken_one_does_not(tmp_path
     assert result.returncode == 0, result.stderr
     broken = render_nginx_conf(tmp_path / "broken", [], free_port(), free_port())
     assert nginx_test(tmp_path / "broken", broken).returncode != 0
+
+
+async def test_nginx_refuses_a_21st_concurrent_request_from_one_address_with_a_one_line_429(
+    tmp_path: Path,
+) -> None:
+    """deploy/nginx with loopback left out of unlimited.conf: 20 requests held mid-body by one address
+    are let through, the 21st is 429 at once, in one line; the platform's addresses are never limited."""
+    conf = render_nginx_conf(tmp_path, ["127.0.0.1:1"], free_port(), free_port())
+    assert "127.0.0.0/8 0;" in (tmp_path / "unlimited.conf").read_text()
+    (tmp_path / "unlimited.conf").write_text("")
+    port = int((tmp_path / "listen.conf").read_text().split(":")[1].rstrip(";\n"))
+    directives = f"pid {tmp_path}/nginx.pid; daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = await asyncio.create_subprocess_exec(
+        nginx,
+        "-e",
+        "stderr",
+        "-p",
+        str(tmp_path),
+        "-c",
+        str(conf),
+        "-g",
+        directives,
+        stderr=subprocess.DEVNULL,
+    )
+    held: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        head = b"POST /ipn HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        for _ in range(20):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b"vads_site_id=1")
+            await writer.drain()
+            held.append(writer)
+        await asyncio.sleep(0.2)  # nginx has read each request's headers
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        for writer in held:
+            writer.close()
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 429 Too Many Requests"
+    assert rest.endswith(b"\r\n\r\ntoo many requests from this address, try again later\n")

@@ -12,7 +12,7 @@ from ingest.form import FormOrder
 from ingest.form_issue import issue_form
 from ingest.form_rules import FormRuleError
 from ingest.signature import verify_signature
-from ingest.trans_ids import trans_id_for
+from ingest.trans_ids import PERMUTATION_KEY, trans_id_for
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
@@ -25,7 +25,8 @@ async def test_an_issued_form_is_signed_and_its_session_is_watched(redis: Redis,
     order = FormOrder(shop_id=SHOP_ID, amount=2990, order_id="CMD-1", mode="PRODUCTION")
     issued = await issue_form(redis, settings, order, now=NOW)
 
-    assert issued.fields["vads_trans_id"] == trans_id_for(0, SHOP_ID, "20240714")
+    secret = await redis.get(PERMUTATION_KEY)
+    assert issued.fields["vads_trans_id"] == trans_id_for(0, SHOP_ID, "20240714", secret)
     assert issued.fields["vads_trans_date"] == "20240714120000"
     assert issued.action == settings.platform_url
     assert verify_signature(issued.fields, issued.form.signature, settings.shops[SHOP_ID]) == "valid"

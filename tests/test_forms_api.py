@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from html.parser import HTMLParser
 from typing import Any
@@ -15,6 +17,7 @@ from redis.asyncio import Redis
 from ingest.app import create_app
 from ingest.forms_api import FORMS_PATH, add_form_routes
 from ingest.signature import verify_signature
+from ingest.trans_ids import COUNTER_PREFIX
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
 from workers.sessions import SESSIONS_KEY
@@ -143,3 +146,47 @@ async def test_without_a_token_configured_forms_is_404(
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         response = await test_client.post(FORMS_PATH, json=ORDER, headers={"Authorization": "Bearer "})
         assert response.status == 404
+
+
+async def _raw_post(port: int, headers: bytes, body: bytes) -> tuple[int, bytes]:
+    """POST /forms with header bytes aiohttp's client would not send (not UTF-8); status and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /forms HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    answer = await reader.read()
+    writer.close()
+    head, _, text = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), text
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "reason"),
+    [
+        (b"Authorization: Bearer \xff\xfe\r\n", json.dumps(ORDER).encode(), 401, "bearer token"),
+        (b"Authorization: \xe9t\xe9 " + TOKEN.encode() + b"\r\n", b"{}", 401, "bearer token"),
+        (b"", b"[" * 30_000 + b"]" * 30_000, 400, "nested"),
+        (b"", b'{"shop_id": "12345678", "amount": ' + b"9" * 5000 + b"}", 400, "JSON"),
+        (b"", json.dumps(ORDER | {"order_id": "\ud800"}).encode(), 400, "surrogate"),
+        (b"", json.dumps(ORDER | {"customer": {"city": "\udfff"}}).encode(), 400, "surrogate"),
+        (b"", json.dumps(ORDER | {"amount": 100}).encode(), 422, "vads_amount"),
+        (b"", json.dumps(ORDER | {"order_id": "x" * 100}).encode(), 422, "vads_order_id"),
+    ],
+)
+async def test_a_hostile_request_is_refused_in_one_line_and_spends_no_trans_id(
+    settings: Settings, redis: Redis, headers: bytes, body: bytes, status: int, reason: str
+) -> None:
+    """Non-UTF-8 Authorization, deep nesting, a 5,000-digit integer, a lone surrogate, a broken rule:
+    401, 400 or 422 with a one-line reason, never 500, and no trans_id counter touched."""
+    auth = headers or f"Authorization: Bearer {TOKEN}\r\n".encode()
+    app = create_app(settings.model_copy(update={"api_token": SecretStr(TOKEN)}))
+    async with TestServer(app, host="127.0.0.1") as server:
+        assert server.port is not None
+        got, text = await _raw_post(server.port, auth, body)
+    assert got == status, text
+    assert reason.encode() in text and b"\n" not in text.strip()
+    assert await redis.keys(COUNTER_PREFIX + "*") == []
+    assert await redis.zcard(SESSIONS_KEY) == 0

@@ -44,6 +44,7 @@ def notification(**extra: str) -> dict[str, str]:
         "vads_trans_status": "AUTHORISED",
         "vads_card_brand": "CVCO",
         "vads_url_check_src": "PAY",
+        "vads_hash": "0f" * 32,
     }
     fields.update(extra)
     return fields

@@ -7,9 +7,18 @@ from ipaddress import ip_network
 from urllib.parse import urlencode
 
 import pytest
+from multidict import CIMultiDict
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM, keep_signature_failure
+from ingest.rejected_store import (
+    FORENSICS_STREAM,
+    INDEX_PREFIX,
+    REJECTED_PREFIX,
+    RejectedRequest,
+    keep_rejected,
+    list_rejected,
+)
+from ingest.rejections import KeptReason
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID
 from tests.test_receiver import FORM, notification, receiver, signed, stored_job
@@ -117,7 +126,7 @@ async def test_mode_the_shop_does_not_accept_is_403(
 async def test_signature_mismatch_is_401_queues_nothing_and_keeps_the_raw_body(
     settings: Settings, shop: ShopConfig, redis: Redis
 ) -> None:
-    """A tampered amount fails verification: 401, no job, and the exact body lands in the forensics stream."""
+    """A tampered amount fails verification: 401, no job, and the exact body is kept with the rejected requests."""
     fields = signed(notification(), shop) | {"vads_amount": "1"}
     body = urlencode(fields).encode("ascii")
     async with receiver(settings) as client:
@@ -125,54 +134,53 @@ async def test_signature_mismatch_is_401_queues_nothing_and_keeps_the_raw_body(
         assert (response.status, await response.text()) == (401, "signature mismatch")
         metrics = await (await client.get("/metrics")).text()
     await assert_nothing_queued(redis, settings)
-    entries = await redis.xrange(FORENSICS_STREAM)
-    assert len(entries) == 1
-    kept = entries[0][1]
-    assert kept[b"body"] == body
-    assert kept[b"shop_id"] == SHOP_ID.encode()
-    assert kept[b"client_ip"] == b"127.0.0.1"
-    assert kept[b"request_id"] == response.headers["X-Request-Id"].encode()
-    assert datetime.fromisoformat(kept[b"received_at"].decode()).tzinfo is not None
+    [kept] = await list_rejected(redis)
+    assert kept.body == body
+    assert (kept.reason, kept.status, kept.message) == ("signature", 401, "signature mismatch")
+    assert (kept.shop_id, kept.order_id, kept.client_ip) == (SHOP_ID, "order-42", "127.0.0.1")
+    assert kept.id == response.headers["X-Request-Id"]
+    assert kept.received_at.tzinfo is not None
+    assert await redis.xlen(FORENSICS_STREAM) == 1  # what the signature-burst alert counts
     assert f'cvco_ipn_signature_failures_total{{shop="{SHOP_ID}"}} 1.0' in metrics
     assert 'cvco_ipn_requests_total{outcome="bad_signature"} 1.0' in metrics
 
 
-async def test_forensics_stream_is_capped_in_count(redis: Redis) -> None:
-    """Hundreds of failures with a cap of 10 keep at most one stream node (100 entries) beyond the cap."""
-    for n in range(250):
-        kept = await keep_signature_failure(
-            redis,
-            maxlen=10,
-            max_age_s=3600,
-            timeout_s=2,
-            shop_id=SHOP_ID,
-            client_ip="192.0.2.1",
-            request_id=str(n),
-            received_at=datetime.now(UTC),
-            body=b"x",
-        )
-        assert kept
-    assert await redis.xlen(FORENSICS_STREAM) <= 110
-
-
-async def test_forensics_stream_drops_entries_older_than_the_max_age(redis: Redis) -> None:
-    """Entries older than forensics_max_age_s are trimmed when the next failure is kept."""
-    for n in range(1, 251):
-        await redis.xadd(FORENSICS_STREAM, {"body": b"old"}, id=f"{n}-0")
-    await keep_signature_failure(
-        redis,
-        maxlen=1000,
-        max_age_s=60,
-        timeout_s=2,
-        shop_id=SHOP_ID,
-        client_ip="192.0.2.1",
-        request_id="new",
+def _rejected(request_id: str, reason: KeptReason = "signature") -> RejectedRequest:
+    return RejectedRequest(
+        reason=reason,
+        status=401,
+        message="signature mismatch",
         received_at=datetime.now(UTC),
-        body=b"new",
+        client_ip="192.0.2.1",
+        request_id=request_id,
+        shop_id=SHOP_ID,
+        order_id="",
+        body=b"x",
     )
-    assert await redis.xlen(FORENSICS_STREAM) <= 101
-    newest = await redis.xrevrange(FORENSICS_STREAM, count=1)
-    assert newest[0][1][b"body"] == b"new"
+
+
+async def test_rejected_store_is_capped_per_reason(redis: Redis) -> None:
+    """250 bad signatures with a cap of 10 keep the 10 newest, and never push out another reason's entry."""
+    assert await keep_rejected(redis, _rejected("shop-0", "shop"), maxlen=10, max_age_s=3600, timeout_s=2)
+    for n in range(250):
+        assert await keep_rejected(redis, _rejected(f"sig-{n}"), maxlen=10, max_age_s=3600, timeout_s=2)
+    kept = await list_rejected(redis)
+    assert [entry.id for entry in kept if entry.reason == "signature"] == [
+        f"sig-{n}" for n in range(240, 250)
+    ]
+    assert [entry.id for entry in kept if entry.reason == "shop"] == ["shop-0"]
+    assert len(await redis.keys(REJECTED_PREFIX + "sig-*")) == 10
+
+
+async def test_rejected_requests_expire_even_when_no_new_refusal_arrives(redis: Redis) -> None:
+    """Each kept request and its index carry the max age as a TTL: the store empties itself."""
+    await keep_rejected(redis, _rejected("old"), maxlen=10, max_age_s=60, timeout_s=2)
+    assert 0 < await redis.pttl(REJECTED_PREFIX + "old") <= 60_000
+    assert 0 < await redis.pttl(INDEX_PREFIX + "signature") <= 60_000
+    # the index entries older than the max age go when the next one is kept
+    await redis.zadd(INDEX_PREFIX + "signature", {"ancient": 1})
+    await keep_rejected(redis, _rejected("new"), maxlen=10, max_age_s=60, timeout_s=2)
+    assert set(await redis.zrange(INDEX_PREFIX + "signature", 0, -1)) == {b"old", b"new"}
 
 
 async def test_address_outside_the_allowlist_is_403(
@@ -214,6 +222,26 @@ async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
         assert response.status == 200
     _, queued = await stored_job(redis, fields)
     assert queued.client_ip == "192.0.2.7"
+
+
+async def test_a_forged_first_forwarded_for_line_does_not_pass_the_allowlist(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Behind a proxy that adds its own X-Forwarded-For line, the client's forged line is not believed."""
+    settings = settings.model_copy(
+        update={
+            "trusted_proxies": [ip_network("127.0.0.1/32")],
+            "ipn_allowlist": [ip_network("192.0.2.0/24")],
+        }
+    )
+    fields = signed(notification(), shop)
+    forged = CIMultiDict(FORM)
+    forged.add("X-Forwarded-For", "192.0.2.7")  # written by the client
+    forged.add("X-Forwarded-For", "198.51.100.66")  # added by the proxy: the real client
+    async with receiver(settings) as client:
+        response = await client.post("/ipn", data=urlencode(fields), headers=forged)
+        assert (response.status, await response.text()) == (403, "address not allowed")
+    await assert_nothing_queued(redis, settings)
 
 
 async def test_forwarded_for_from_an_untrusted_peer_is_ignored(

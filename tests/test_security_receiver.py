@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM
+from ingest.rejected_store import FORENSICS_STREAM
 from ingest.signature import compute_signature, sign_fields
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY
@@ -63,7 +63,7 @@ async def test_a_notification_signed_with_the_wrong_key_is_refused_401_and_kept_
     client: ReceiverClient, redis: Redis, settings: Settings, shop: ShopConfig
 ) -> None:
     """Signed with another shop's key (or the PRODUCTION key for a TEST message): 401, nothing queued,
-    the raw body kept in the bounded forensics stream."""
+    the raw body kept with the rejected requests (bounded)."""
     fields = accepted_payment(1, SHOP_ID, shop)
     fields["signature"] = compute_signature(fields, "0000000000000000", "HMAC-SHA-256")
     assert await _post(client, fields) == 401

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cli.main import main
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings, ShopConfig, load_settings
 
 SHOPS = {"12345678": {"test_key": "t", "production_key": "p", "algorithms": ["SHA-1", "HMAC-SHA-256"]}}
 
@@ -93,3 +93,11 @@ def test_a_bad_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], ar
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error:" in err[0]
+
+
+def test_shop_keys_are_trimmed_as_the_platforms_sdk_does() -> None:
+    """A key pasted with surrounding spaces verifies as the key itself; a key of spaces only is missing."""
+    shop = ShopConfig.model_validate({"test_key": "  k3y-test \t", "production_key": " k3y-prod\n"})
+    assert (shop.key_for("TEST"), shop.key_for("PRODUCTION")) == ("k3y-test", "k3y-prod")
+    with pytest.raises(ValueError, match="test_key is missing or empty"):
+        ShopConfig.model_validate({"test_key": "   ", "modes": ["TEST"]})

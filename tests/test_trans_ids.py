@@ -13,10 +13,13 @@ from redis.asyncio import Redis
 
 from ingest.trans_ids import (
     COUNTER_PREFIX,
+    INDICES,
+    PERMUTATION_KEY,
     SPACE,
     TransIdsExhausted,
     allocate_trans_id,
     encode,
+    is_reserved,
     permute,
     trans_id_for,
     unpermute,
@@ -25,14 +28,15 @@ from tests.conftest import SHOP_ID, TEST_REDIS_URL
 
 TRANS_ID = re.compile(r"[0-9a-z]{6}")
 NOON = datetime(2024, 7, 14, 12, 0, 0, tzinfo=UTC)
+SECRET = b"k" * 32
 
 
-@given(st.integers(0, SPACE - 1), st.text(max_size=20))
-def test_the_permutation_is_a_bijection_of_the_36_pow_6_ids(index: int, tweak: str) -> None:
+@given(st.integers(0, SPACE - 1), st.text(max_size=20), st.binary(min_size=16, max_size=32))
+def test_the_permutation_is_a_bijection_of_the_36_pow_6_ids(index: int, tweak: str, secret: bytes) -> None:
     """`unpermute` undoes `permute` and both stay in range: no two indices share an id."""
-    value = permute(index, tweak)
+    value = permute(index, tweak, secret)
     assert 0 <= value < SPACE
-    assert unpermute(value, tweak) == index
+    assert unpermute(value, tweak, secret) == index
 
 
 @given(st.integers(0, SPACE - 1))
@@ -44,20 +48,48 @@ def test_encode_gives_6_base36_characters(value: int) -> None:
 
 def test_consecutive_indices_do_not_give_consecutive_ids() -> None:
     """The counter behind the ids does not show: neighbours differ and do not step by a constant."""
-    values = [int(trans_id_for(index, SHOP_ID, "20240714"), 36) for index in range(50)]
+    values = [int(trans_id_for(index, SHOP_ID, "20240714", SECRET), 36) for index in range(50)]
     steps = {later - earlier for earlier, later in zip(values, values[1:], strict=False)}
     assert len(set(values)) == 50
     assert len(steps) > 40
 
 
 def test_another_day_or_shop_reorders_the_ids() -> None:
-    assert trans_id_for(0, SHOP_ID, "20240714") != trans_id_for(0, SHOP_ID, "20240715")
-    assert trans_id_for(0, SHOP_ID, "20240714") != trans_id_for(0, "87654321", "20240714")
+    assert trans_id_for(0, SHOP_ID, "20240714", SECRET) != trans_id_for(0, SHOP_ID, "20240715", SECRET)
+    assert trans_id_for(0, SHOP_ID, "20240714", SECRET) != trans_id_for(0, "87654321", "20240714", SECRET)
+
+
+def test_public_data_alone_does_not_give_the_ids() -> None:
+    """Knowing the shop and the day is not enough: another secret gives other ids for the same indices."""
+    ours = [trans_id_for(index, SHOP_ID, "20240714", SECRET) for index in range(20)]
+    theirs = [trans_id_for(index, SHOP_ID, "20240714", b"guess" * 8) for index in range(20)]
+    assert len(set(ours) & set(theirs)) <= 1
+
+
+def test_no_id_is_one_of_the_platforms_reserved_900000_to_999999() -> None:
+    """300,000 ids of a shop-day (where the unkeyed permutation gave 13 reserved ones): none reserved,
+    none twice, and an index whose permuted value is reserved still gets an id of its own."""
+    ids = [trans_id_for(index, SHOP_ID, "20240714", SECRET) for index in range(300_000)]
+    assert not [trans_id for trans_id in ids if is_reserved(trans_id)]
+    assert len(set(ids)) == len(ids)
+    tweak = f"{SHOP_ID}:20240714"
+    walked = [index for index in range(300_000) if is_reserved(encode(permute(index, tweak, SECRET)))]
+    assert walked  # the cycle walk did happen for some indices
+
+
+async def test_the_secret_is_drawn_once_and_kept_in_redis(redis: Redis) -> None:
+    """The first allocation draws it; every later one, from any process, uses the same."""
+    first = await allocate_trans_id(redis, SHOP_ID, NOON)
+    secret = await redis.get(PERMUTATION_KEY)
+    assert secret is not None and len(secret) == 32
+    second = await allocate_trans_id(redis, SHOP_ID, NOON)
+    assert await redis.get(PERMUTATION_KEY) == secret
+    assert [first.trans_id, second.trans_id] == [trans_id_for(i, SHOP_ID, "20240714", secret) for i in (0, 1)]
 
 
 def test_an_index_past_the_id_space_is_refused() -> None:
-    with pytest.raises(TransIdsExhausted, match="used all 2176782336 transaction ids"):
-        trans_id_for(SPACE, SHOP_ID, "20240714")
+    with pytest.raises(TransIdsExhausted, match=f"used all {INDICES} transaction ids"):
+        trans_id_for(INDICES, SHOP_ID, "20240714", SECRET)
 
 
 async def test_1000_concurrent_allocations_give_1000_distinct_ids(redis: Redis) -> None:
@@ -109,4 +141,4 @@ async def test_each_day_starts_its_own_sequence(redis: Redis) -> None:
     for _ in range(3):
         await allocate_trans_id(redis, SHOP_ID, NOON)
     next_day = await allocate_trans_id(redis, SHOP_ID, NOON + timedelta(days=1))
-    assert next_day.trans_id == trans_id_for(0, SHOP_ID, "20240715")
+    assert next_day.trans_id == trans_id_for(0, SHOP_ID, "20240715", await redis.get(PERMUTATION_KEY))

@@ -22,6 +22,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from schemas.literal import literal
 from schemas.settings import Settings
 from workers.mailer import MAIL_ERRORS, mail_enabled, send_mail
 
@@ -38,6 +39,7 @@ ALL_SHOPS = "*"
 AlertKind = Literal[
     "job_parked", "failed_dropped", "signature_burst", "cascade_partial", "late_acceptance", "queue_stale"
 ]
+PaymentAlertKind = Literal["seed_rule_broken", "expired_authorised", "refund_unattached"]
 
 TITLES: dict[str, str] = {
     "job_parked": "notification mise de côté (échec de traitement)",
@@ -46,6 +48,9 @@ TITLES: dict[str, str] = {
     "cascade_partial": "paiement en cascade resté partiel",
     "late_acceptance": "paiement accepté après expiration de la session",
     "queue_stale": "notifications en attente depuis trop longtemps (workers arrêtés ?)",
+    "seed_rule_broken": "opération Chèque-Vacances Connect hors des règles du guide (gardée, signalée)",
+    "expired_authorised": "session expirée avec une part autorisée (elle sera remise en banque)",
+    "refund_unattached": "remboursement sans paiement connu",
 }
 
 SUMMARY_FIELDS = {
@@ -66,7 +71,7 @@ class Alert(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: AlertKind
+    kind: AlertKind | PaymentAlertKind
     shop_id: str = ALL_SHOPS
     happened: str
     consequence: str
@@ -85,17 +90,24 @@ def notification_summary(fields: dict[str, str]) -> dict[str, str]:
 
 
 def subject(alert: Alert, folded: int = 0) -> str:
-    where = "toutes boutiques" if alert.shop_id == ALL_SHOPS else f"boutique {alert.shop_id}"
+    # the shop id may come from an unsigned body (a signature burst): a CR or LF would forge a header
+    where = "toutes boutiques" if alert.shop_id == ALL_SHOPS else f"boutique {literal(alert.shop_id)}"
     more = f" ({folded} regroupée{'s' if folded > 1 else ''})" if folded else ""
     return f"[cvco-ipn] {TITLES[alert.kind]} - {where}{more}"
 
 
 def render(alert: Alert, folded: int = 0, window_s: int = 0) -> str:
-    """The plain-text mail body, in French; commands are given as-is."""
-    lines = ["Ce qui s'est passé :", f"  {alert.happened}", "", "Conséquence :", f"  {alert.consequence}", ""]
-    lines += ["Que faire :", *(f"  {action}" for action in alert.actions), ""]
+    """The plain-text mail body, in French; commands are given as-is.
+
+    Every text of the alert may quote the platform's (an order id, an error message): each is shown
+    `literal`, so a line break in it never forges a line or a section of the mail.
+    """
+    happened, consequence = literal(alert.happened), literal(alert.consequence)
+    lines = ["Ce qui s'est passé :", f"  {happened}", "", "Conséquence :", f"  {consequence}", ""]
+    lines += ["Que faire :", *(f"  {literal(action)}" for action in alert.actions), ""]
     if alert.summary:
-        lines += ["Notification :", *(f"  {label} : {value}" for label, value in alert.summary.items()), ""]
+        summary = (f"  {literal(label)} : {literal(value)}" for label, value in alert.summary.items())
+        lines += ["Notification :", *summary, ""]
     if folded:
         plural = "s" if folded > 1 else ""
         lines += [

@@ -1,11 +1,16 @@
-"""The one atomic write of the worker: payment state + applied fingerprint + event, or nothing.
+"""The one atomic write of the worker: payment state + event (+ refund target), or nothing.
 
 Redis layout (all under `cvco:`):
 
-- `cvco:payment:<payment key>` (hash): `v` = state version (compare-and-set), `s` = `PaymentState` JSON,
-  whose `seen` list holds the fingerprints applied. Expires `PAYMENT_TTL_S` after its last change: a
-  notification for a payment older than that is treated as new (its event keeps the same deterministic
-  `event_id` when the state is the same, so consumers still deduplicate).
+- `cvco:payment:<payment key>` (hash): `v` = write count (compare-and-set), `s` = `PaymentState` JSON
+  (`workers.payment`: its transactions, and the outcome derived from them). Expires `PAYMENT_TTL_S` after
+  its last change: a notification for a payment older than that is treated as new (its event keeps the
+  same deterministic `event_id` for the same outcome, so consumers still deduplicate). Field `hd`: history
+  entries dropped (`workers.history`).
+- `cvco:history:<payment key>` and `cvco:ref:<value>`: the payment's history and the lookup indexes
+  (`workers.history`), written by the same script.
+- `cvco:refund-target:<shop>:<mode>:<order id>` (string): the key of the paid payment of that order, for
+  refunds that carry their own trans_id (Back Office refunds); same lifetime as the payment.
 - `settings.stream` (stream): one entry per event, field `event` (JSON) plus `type`, `shop_id`,
   `event_id` for filtering, trimmed with `MAXLEN ~ settings.stream_maxlen`.
 - `cvco:sessions` (sorted set) and `cvco:session:<payment key>` (`workers.sessions`): a payment that got
@@ -24,53 +29,130 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from schemas.job import QueuedNotification
+from schemas.notification import payment_key
 from schemas.settings import Settings
-from workers.decide import Decision, PaymentState
+from workers.decide import Decision
 from workers.events import event_json
+from workers.history import (
+    HISTORY_CAP,
+    HISTORY_PREFIX,
+    REF_PREFIX,
+    REMEMBER_LUA,
+    entry_json,
+    parked_entry,
+    refs_of,
+)
+from workers.payment import PAID_PHASES, PaymentState
 from workers.sessions import SESSION_RECORD_PREFIX, SESSIONS_KEY
 
 PAYMENT_PREFIX = "cvco:payment:"
 PAYMENT_TTL_S = 120 * 86400
+REFUND_TARGET_PREFIX = "cvco:refund-target:"
 
-# KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, then 8 per item:
-# expected version, state JSON, event JSON ('' = none), type, shop id, event id, '1' to stop watching
-# the session, payment key. Items are applied in order: a later item on the same payment sees the
-# earlier one's write. Returns, per item, {1, stream id or ''} or {0, current version, current state}.
+
+def refund_target_key(shop_id: str, mode: str, order_id: str) -> str:
+    """Where the payment a refund of this order attaches to is named (the platform's own guidance)."""
+    return f"{REFUND_TARGET_PREFIX}{shop_id}:{mode}:{order_id}"
+
+
+# KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, history cap, then 11
+# per item: expected version, state JSON ('' = the state stays: only the history entry is written),
+# event JSON ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, refund
+# target key to point at this payment ('' = none), history entry JSON ('' = none), index values (one a
+# line). Items are applied in order: a later item on the same payment sees the earlier one's write.
+# Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = (
-    """
+    REMEMBER_LUA
+    + """
+local cap = tonumber(ARGV[3])
 local replies = {}
 for i = 3, #KEYS do
-  local a = (i - 3) * 8 + 2
+  local a = (i - 3) * 11 + 3
   local key = KEYS[i]
   local current = redis.call('HGET', key, 'v') or '0'
   if current ~= ARGV[a + 1] then
     replies[i - 2] = {0, current, redis.call('HGET', key, 's') or ''}
   else
-    redis.call('HSET', key, 'v', tostring(tonumber(current) + 1), 's', ARGV[a + 2])
-    redis.call('EXPIRE', key, ARGV[2])
-    if ARGV[a + 7] == '1' then
-      redis.call('ZREM', KEYS[2], ARGV[a + 8])
-      redis.call('DEL', '"""
+    local sid = ''
+    if ARGV[a + 2] ~= '' then
+      redis.call('HSET', key, 'v', tostring(tonumber(current) + 1), 's', ARGV[a + 2])
+      redis.call('EXPIRE', key, ARGV[2])
+      if ARGV[a + 7] == '1' then
+        redis.call('ZREM', KEYS[2], ARGV[a + 8])
+        redis.call('DEL', '"""
     + SESSION_RECORD_PREFIX
     + """' .. ARGV[a + 8])
+      end
+      if ARGV[a + 9] ~= '' then
+        redis.call('SET', ARGV[a + 9], ARGV[a + 8], 'EX', ARGV[2])
+      end
+      for ref in string.gmatch(ARGV[a + 11], '[^\\n]+') do
+        redis.call('SADD', '"""
+    + REF_PREFIX
+    + """' .. ref, ARGV[a + 8])
+        redis.call('EXPIRE', '"""
+    + REF_PREFIX
+    + """' .. ref, ARGV[2])
+      end
+      if ARGV[a + 3] ~= '' then
+        sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+          'event', ARGV[a + 3], 'type', ARGV[a + 4], 'shop_id', ARGV[a + 5], 'event_id', ARGV[a + 6])
+      end
     end
-    if ARGV[a + 3] == '' then
-      replies[i - 2] = {1, ''}
-    else
-      replies[i - 2] = {1, redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-        'event', ARGV[a + 3], 'type', ARGV[a + 4], 'shop_id', ARGV[a + 5], 'event_id', ARGV[a + 6])}
+    local entry = ARGV[a + 10]
+    local ttl = redis.call('PTTL', key)
+    if entry ~= '' and ttl > 0 then
+      if sid ~= '' then
+        entry = string.sub(entry, 1, -2) .. ',"sid":"' .. sid .. '"}'
+      end
+      remember(key, '"""
+    + HISTORY_PREFIX
+    + """' .. ARGV[a + 8], entry, cap, ttl)
     end
+    replies[i - 2] = {1, sid}
   end
 end
 return replies
 """
 )
 _APPLY_SHA = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest()
+
+
+# KEYS: payment hash, its history. ARGV: entry JSON, cap. The entry joins an existing payment only.
+_PARKED = (
+    REMEMBER_LUA
+    + """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  remember(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ttl)
+end
+"""
+)
+
+
+async def record_parked(redis: Redis, payload: Any, error: BaseException) -> None:
+    """Note a parked notification in the history of its payment, when that payment is known.
+
+    Parking writes no state, so this is a write of its own; a notification that cannot be read, or whose
+    payment cvco-ipn never saw, is only in the failed list.
+    """
+    try:
+        queued = QueuedNotification.model_validate(payload)
+        fields = queued.fields
+        day = datetime.strptime(fields["vads_trans_date"], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        key = payment_key(fields["vads_site_id"], fields["vads_ctx_mode"], day, fields["vads_trans_id"])
+    except (ValueError, KeyError, TypeError):
+        return
+    keys = (PAYMENT_PREFIX + key, HISTORY_PREFIX + key)
+    entry = parked_entry(queued, error)
+    await redis.eval(_PARKED, 2, *keys, entry, str(HISTORY_CAP))  # type: ignore[misc]  # redis-py types eval as Awaitable | value
 
 
 class VersionConflict(Exception):
@@ -95,46 +177,64 @@ async def load_versioned(redis: Redis, key: str) -> tuple[PaymentState | None, s
 
 
 async def load_payment(redis: Redis, key: str) -> PaymentState | None:
-    """What cvco-ipn knows of a payment (by `payment_key`); `.is_final` / `.phase` tell where it stands."""
+    """What cvco-ipn knows of a payment (by `payment_key`); `.phase` and `.flags` tell where it stands."""
     state, _ = await load_versioned(redis, key)
     return state
 
 
 async def apply_decision(
-    redis: Redis, settings: Settings, version: str, decision: Decision, received: float = 0.0
+    redis: Redis,
+    settings: Settings,
+    version: str,
+    decision: Decision,
+    received: float = 0.0,
+    entry: dict[str, Any] | None = None,
+    key: str = "",
 ) -> str | None:
-    """Write the decision's state, and XADD its event, iff the payment is still at `version`.
+    """Write the decision's state, XADD its event and append `entry` to the history, iff the payment is
+    still at `version`.
 
-    Returns the stream entry id (None when the decision has no event); raises `VersionConflict` with
-    the current version and state, so the caller decides again without another read. The write goes
-    with those of the other jobs applying in the same event-loop turn, in one EVAL (`StateWriter`).
+    A decision without a new state (duplicate, stale) writes only `entry` on payment `key`, at the same
+    version check, so the history says "duplicate" only of the state that made it one. Returns the
+    stream entry id (None when the decision has no event); raises `VersionConflict` with the current version and state, so the
+    caller decides again without another read. The write goes with those of the other jobs applying in
+    the same event-loop turn, in one EVAL (`StateWriter`).
     """
     state = decision.state
+    history = entry_json(entry, decision) if entry is not None else ""
     if state is None:
-        raise ValueError("a decision without a new state has nothing to write")
-    event = decision.event_data
-    watch_done = state.phase not in (None, "pending")
-    item = (
-        PAYMENT_PREFIX + state.key,
-        version,
-        state.model_dump_json(),
-        event_json(event) if event else "",
-        event["type"] if event else "",
-        state.shop_id,
-        event["event_id"] if event else "",
-        "1" if watch_done else "0",
-        state.key,
-    )
+        if entry is None or not key:
+            raise ValueError("a decision without a new state or a history entry has nothing to write")
+        item: _Item = (PAYMENT_PREFIX + key, version, "", "", "", "", "", "", key, "", history, "")
+    else:
+        event = decision.event_data
+        watch_done = state.phase not in (None, "pending")
+        paid = state.phase in PAID_PHASES and state.order_id is not None
+        target = refund_target_key(state.shop_id, state.mode, state.order_id or "") if paid else ""
+        item = (
+            PAYMENT_PREFIX + state.key,
+            version,
+            state.model_dump_json(),
+            event_json(event) if event else "",
+            event["type"] if event else "",
+            state.shop_id,
+            event["event_id"] if event else "",
+            "1" if watch_done else "0",
+            state.key,
+            target,
+            history,
+            refs_of(state, entry or {}),
+        )
     reply = await _writer(redis, settings).submit(item, received)
     if not int(reply[0]):
         raw = reply[2]
         current = PaymentState.model_validate_json(raw) if raw else None
-        raise VersionConflict(state.key, _text(reply[1]), current)
+        raise VersionConflict(state.key if state is not None else key, _text(reply[1]), current)
     return _text(reply[1]) or None
 
 
-_Item = tuple[str, str, str, str, str, str, str, str, str]
-"""The payment hash key, then the script's 8 arguments of one compare-and-set."""
+_Item = tuple[str, str, str, str, str, str, str, str, str, str, str, str]
+"""The payment hash key, then the script's 11 arguments of one compare-and-set."""
 
 
 class StateWriter:
@@ -153,7 +253,7 @@ class StateWriter:
     def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
         self._redis = redis
         self._head = [stream, SESSIONS_KEY]
-        self._shared = [str(maxlen), str(PAYMENT_TTL_S)]
+        self._shared = [str(maxlen), str(PAYMENT_TTL_S), str(HISTORY_CAP)]
         self._pending: list[tuple[float, _Item, asyncio.Future[list[Any]]]] = []
         self._flush: asyncio.Task[None] | None = None
 

@@ -1,15 +1,15 @@
-"""The payment state machine: what one notification (or a detected expiry) does to a payment. No I/O.
+"""What one notification (or a detected expiry) does to a payment: the new state and its event. No I/O.
 
-`decide(state, note, received_at)` and `decide_expiry(state, pending, now)` return a `Decision`: the new
-state and, when the payment moved, the one event announcing it. `workers.apply` writes it atomically.
-Duplicates are told by a fingerprint of the business content (trans_uuid, status, operation type,
-amount, leg states), not by trans_uuid alone: a resend from the Back Office is a duplicate, a capture of
-the same transaction is not.
+`decide(state, note, received_at)` and `decide_expiry(state, pending, now)` return a `Decision`;
+`workers.apply` writes it atomically. The state is the join of the transactions seen
+(`workers.payment`), so any arrival order and any redelivery reach the same state; `what_changed` is the
+one definition of a change, used for the dedupe (nothing new: duplicate or stale, nothing written) and
+for the event alike (the derived outcome moved: its event type). The delivery source (`RETRY`, `BO`,
+...) is metadata on the event, never a reason to accept or ignore a status.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,76 +17,23 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field
-
 from schemas.event import PaymentEvent
 from schemas.notification import Notification, payment_key
 from schemas.session import PendingPayment
-from workers.cascade import (
-    Transaction,
-    cascade_transactions,
-    merge_transaction,
-    reconcile,
-    single_transaction,
-)
+from workers.cascade import transactions_of
 from workers.events import Trigger, build_event
-from workers.status import FINAL_PHASES, Phase
+from workers.payment import (
+    Outcome,
+    PaymentState,
+    derive,
+    is_behind,
+    merge,
+    outcome_of,
+    pick,
+)
 
 Result = Literal["published", "duplicate", "stale"]
 SESSION_TIMEOUT = "SESSION_TIMEOUT"
-
-# Outcome flags, for the alerts: seed rules broken (kept, not dropped) and states worth a human look.
-CASCADE_PARTIAL = "cascade_partial"
-ACCEPTED_AFTER_EXPIRY = "accepted_after_expiry"
-NON_EUR_CVCO = "non_eur_cvco"
-PARTIAL_REFUND = "partial_refund"
-PARTIAL_CANCEL = "partial_cancel"
-
-
-class PaymentState(BaseModel):
-    """Everything cvco-ipn knows of one payment, stored as JSON under `cvco:payment:<payment key>`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key: str
-    shop_id: str
-    mode: Literal["TEST", "PRODUCTION"]
-    trans_id: str
-    order_id: str | None
-    amount: int | None
-    currency: int | None
-    cascade: bool
-    legs: dict[str, Transaction] = Field(default_factory=dict)
-    refunds: dict[str, Transaction] = Field(default_factory=dict)
-    session_expired: bool = False
-    phase: Phase | None = None
-    paid_amount: int = 0
-    cvco_amount: int = 0
-    refunded_amount: int = 0
-    seen: list[str] = Field(default_factory=list, description="fingerprints already applied, sorted")
-    customer: dict[str, str] = Field(default_factory=dict)
-    shipping: dict[str, str] = Field(default_factory=dict)
-    products: list[dict[str, str]] = Field(default_factory=list)
-    ext_info: dict[str, str] = Field(default_factory=dict)
-
-    @property
-    def is_final(self) -> bool:
-        """Captured, refunded, cancelled, refused, abandoned or expired by the platform.
-
-        A session expiry cvco-ipn detected itself is not final: a later real notification still applies.
-        """
-        return self.phase in FINAL_PHASES and not (self.session_expired and self.phase == "expired")
-
-    def business_fingerprint(self) -> str:
-        """The state consumers see (phase and transaction statuses): same fingerprint, same event id."""
-        content = [
-            self.phase,
-            self.session_expired,
-            sorted((slot, tx.status) for slot, tx in self.legs.items()),
-            sorted((slot, tx.status) for slot, tx in self.refunds.items()),
-        ]
-        return hashlib.sha256(orjson.dumps(content)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,17 +52,59 @@ class Decision:
         return None if self.event_data is None else PaymentEvent.model_validate(self.event_data)
 
 
-def notification_fingerprint(note: Notification) -> str:
-    """The business content of a notification; two notifications with it equal are one for the payment."""
-    legs = [] if note.payment_seq is None else note.payment_seq.transactions
-    content = [
-        note.trans_uuid,
-        note.trans_status,
-        note.operation_type,
-        note.effective_amount if note.effective_amount is not None else note.amount,
-        sorted((leg.trans_uuid.lower(), leg.trans_status, leg.amount) for leg in legs),
-    ]
-    return hashlib.sha256(orjson.dumps(content)).hexdigest()
+@dataclass(frozen=True)
+class Change:
+    """What a new state is to the old one: whether to write it, and the event type it announces."""
+
+    recorded: bool
+    event_type: str | None
+    reason: str
+    backwards: bool = False
+
+
+def what_changed(old: PaymentState | None, new: PaymentState) -> Change:
+    """The one definition of a change: new facts are recorded; a moved outcome is an event.
+
+    An outcome that would go backwards (not reachable by joins, kept as a guard) is recorded without an
+    event. The event type is `event_type(outcome)`, decided apart from the phase machine.
+    """
+    if old is not None and old.facts() == new.facts():
+        return Change(False, None, "nothing new for this payment")
+    after = outcome_of(new)
+    before = outcome_of(old) if old is not None else None
+    if after.phase is None:
+        return Change(True, None, "recorded; the payment itself is not known yet")
+    if before is not None and _visible(before) == _visible(after):
+        return Change(True, None, "recorded; the payment's outcome is unchanged")
+    if before is not None and after.progress < before.progress:
+        return Change(True, None, "recorded; would move the payment backwards", backwards=True)
+    return Change(True, event_type(after), "")
+
+
+def event_type(outcome: Outcome) -> str:
+    """The type of the event announcing an outcome: a function of the outcome alone, never of the path.
+
+    So the last event of a payment is the same whatever order its notifications came in; a new kind of
+    fact (a capture date moved, say) becomes a new type here without touching the phase derivation.
+    """
+    return f"payment.{outcome.phase}"
+
+
+def _visible(outcome: Outcome) -> tuple[object, ...]:
+    return (outcome.phase, outcome.paid_amount, outcome.cvco_amount, outcome.refunded_amount, outcome.flags)
+
+
+def settle(
+    old: PaymentState | None, facts: PaymentState, trigger: Trigger, *, behind: bool = False
+) -> Decision:
+    """The decision for a state that now knows `facts`; `behind`: the notification was an older copy."""
+    new = derive(facts)
+    change = what_changed(old, new)
+    if change.event_type is None:
+        result: Result = "stale" if behind or change.backwards else "duplicate"
+        return Decision(result, new if change.recorded else None, None, reason=change.reason)
+    event = build_event(new, trigger, change.event_type)
+    return Decision("published", new, event, tuple(new.flags))
 
 
 _PRODUCT = re.compile(r"vads_product_([a-z_]+?)(\d+)")
@@ -150,104 +139,65 @@ def echoed_data(
     return customer, shipping, [lines[index] for index in sorted(lines)], ext_info
 
 
-def _new_state(note: Notification) -> PaymentState:
+def _new_state(note: Notification, key: str) -> PaymentState:
     return PaymentState(
-        key=payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id),
+        key=key,
         shop_id=note.site_id,
         mode=note.ctx_mode,
         trans_id=note.trans_id,
-        order_id=note.order_id,
+        order_id=None,
         amount=None,
-        currency=note.currency,
-        cascade=note.is_cascade,
+        currency=None,
+        cascade=False,
     )
 
 
-def _checks(note: Notification, base: PaymentState, incoming: list[Transaction]) -> list[str]:
-    """Seed rules (§3, §12) broken by this notification: flagged and logged, never dropped."""
-    brands = {tx.card_brand for tx in incoming} | {tx.card_brand for tx in base.legs.values()}
-    if "CVCO" not in brands and note.fields.get("vads_payment_cards") != "CVCO":
-        return []
-    flags = []
-    if note.currency is not None and note.currency != 978:
-        flags.append(NON_EUR_CVCO)
-    for tx in incoming:
-        if tx.operation_type == "CREDIT":
-            original = [leg for leg in base.legs.values() if leg.card_brand == (tx.card_brand or "CVCO")]
-            if original and tx.amount not in {leg.amount for leg in original}:
-                flags.append(PARTIAL_REFUND)
-        elif note.url_check_src == "MERCH_BO":
-            known = base.legs.get(tx.slot)
-            if known is not None and known.card_brand == "CVCO" and tx.amount != known.amount:
-                flags.append(PARTIAL_CANCEL)
-    return flags
+def _least(old: Any, new: Any) -> Any:
+    """The join of an optional value seen twice: the same whichever came first."""
+    return new if old is None else old if new is None else min(old, new)
 
 
-def decide(state: PaymentState | None, note: Notification, received_at: datetime) -> Decision:
-    """Apply one notification to a payment's state; raises `PermanentError`s for malformed content."""
-    fingerprint = notification_fingerprint(note)
-    incoming = cascade_transactions(note) if note.is_cascade else [single_transaction(note)]
-    base = state or _new_state(note)
-    legs, refunds = dict(base.legs), dict(base.refunds)
-    stale = False
-    for tx in incoming:
-        target = refunds if tx.operation_type == "CREDIT" else legs
-        merged, was_stale = merge_transaction(target.get(tx.slot), tx)
-        target[tx.slot] = merged
-        stale = stale or was_stale
-    if fingerprint in base.seen:
-        # already applied once; when the payment has moved on since, this copy is also a stale one
-        if stale:
-            return Decision("stale", None, None, reason="already applied, and the payment has moved on")
-        return Decision("duplicate", None, None, reason="same notification content already applied")
-    is_debit = note.operation_type != "CREDIT"
-    amount = base.amount if base.amount is not None or not is_debit else note.amount
-    totals = reconcile(legs.values(), refunds.values(), amount, cascade=base.cascade or note.is_cascade)
-    phase = totals.phase
-    if base.session_expired and phase in (None, "pending"):
-        phase = "expired"
-    customer, shipping, products, ext_info = base.customer, base.shipping, base.products, base.ext_info
-    if not (customer and shipping and products and ext_info):
-        echoed = echoed_data(note.fields)
-        customer, shipping = customer or echoed[0], shipping or echoed[1]
-        products, ext_info = products or echoed[2], ext_info or echoed[3]
-    new = base.model_copy(
-        update={
-            "legs": legs,
-            "refunds": refunds,
-            "phase": phase,
-            "amount": amount,
-            "order_id": base.order_id or note.order_id,
-            "currency": base.currency if base.currency is not None else note.currency,
-            "cascade": base.cascade or note.is_cascade,
-            "paid_amount": totals.paid_amount,
-            "cvco_amount": totals.cvco_amount,
-            "refunded_amount": totals.refunded_amount,
-            "seen": sorted({*base.seen, fingerprint}),
-            "customer": customer,
-            "shipping": shipping,
-            "products": products,
-            "ext_info": ext_info,
-        }
+def _absorb(base: PaymentState, note: Notification, own: bool) -> dict[str, Any]:
+    """The payment-level facts of a notification joined with the state's (transactions apart).
+
+    `own`: the notification carries the payment's own trans_id (not a refund attached by order id).
+    """
+    customer, shipping, products, ext_info = echoed_data(note.fields)
+    debit = note.operation_type != "CREDIT"
+    amount = base.amount
+    if debit and note.amount is not None:
+        amount = note.amount if amount is None else max(amount, note.amount)
+    return {
+        "trans_id": min(base.trans_id, note.trans_id) if own else base.trans_id,
+        "order_id": _least(base.order_id, note.order_id),
+        "amount": amount,
+        "currency": _least(base.currency, note.currency),
+        "cascade": base.cascade or note.is_cascade,
+        "customer": pick(base.customer, customer),
+        "shipping": pick(base.shipping, shipping),
+        "products": pick(base.products, products),
+        "ext_info": pick(base.ext_info, ext_info),
+    }
+
+
+def decide(
+    state: PaymentState | None, note: Notification, received_at: datetime, key: str | None = None
+) -> Decision:
+    """Apply one notification to a payment's state; raises `PermanentError`s for malformed content.
+
+    `key` is the payment the notification belongs to when it is not its own (a refund with its own
+    trans_id, attached by order id).
+    """
+    incoming = transactions_of(note)
+    own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    base = state or _new_state(note, key or own)
+    behind = any(
+        is_behind((base.refunds if tx.operation_type == "CREDIT" else base.legs).get(tx.slot), tx)
+        for tx in incoming
     )
-    new_fingerprint: str | None = None
-    if state is None or new.phase != base.phase or new.refunded_amount != base.refunded_amount:
-        moved = True
-    elif new.phase in FINAL_PHASES:
-        moved = False
-    else:
-        new_fingerprint = new.business_fingerprint()
-        moved = new_fingerprint != base.business_fingerprint()
-    if not moved:
-        result: Result = "stale" if stale else "duplicate"
-        reason = "would move the payment backwards" if stale else "payment state unchanged"
-        return Decision(result, new, None, reason=reason)
-    flags = _checks(note, base, incoming)
-    if new.phase == "partial":
-        flags.append(CASCADE_PARTIAL)
-    if base.session_expired and new.phase in ("accepted", "captured", "partial"):
-        flags.append(ACCEPTED_AFTER_EXPIRY)
+    facts = base.model_copy(update={**_absorb(base, note, base.key == own), **merge(base, incoming)})
     trigger = Trigger(
+        trans_id=note.trans_id,
         trans_uuid=note.trans_uuid,
         status=note.trans_status,
         auth_result=note.auth_result,
@@ -255,17 +205,16 @@ def decide(state: PaymentState | None, note: Notification, received_at: datetime
         operation_type=note.operation_type,
         received_at=received_at,
     )
-    event = build_event(new, trigger, flags, new_fingerprint)
-    return Decision("published", new, event, tuple(flags))
+    return settle(state, facts, trigger, behind=behind)
 
 
 def decide_expiry(state: PaymentState | None, pending: PendingPayment, now: datetime) -> Decision:
     """A session that ended without a conclusive notification: expired, unless the payment got further.
 
-    Only a payment cvco-ipn has never heard of, or one still pending, expires; anything accepted, partial
-    or final is left alone (result "stale").
+    Only a payment cvco-ipn has never heard of, or one still pending (a cascade with a leg authorised and
+    another pending included: flagged `expired_authorised`), expires; anything else is left alone.
     """
-    if state is not None and SESSION_TIMEOUT in state.seen:
+    if state is not None and state.session_expired:
         return Decision("duplicate", None, None, reason="session expiry already applied")
     if state is not None and state.phase not in (None, "pending"):
         return Decision("stale", None, None, reason=f"payment already {state.phase}")
@@ -279,15 +228,14 @@ def decide_expiry(state: PaymentState | None, pending: PendingPayment, now: date
         currency=978,
         cascade=False,
     )
-    new = base.model_copy(
+    facts = base.model_copy(
         update={
             "session_expired": True,
-            "phase": "expired",
             "amount": base.amount if base.amount is not None else pending.amount,
-            "seen": sorted({*base.seen, SESSION_TIMEOUT}),
         }
     )
     trigger = Trigger(
+        trans_id=base.trans_id,
         trans_uuid=None,
         status="EXPIRED",
         auth_result=None,
@@ -295,4 +243,4 @@ def decide_expiry(state: PaymentState | None, pending: PendingPayment, now: date
         operation_type=None,
         received_at=now,
     )
-    return Decision("published", new, build_event(new, trigger, []))
+    return settle(state, facts, trigger)

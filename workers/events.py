@@ -12,14 +12,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from workers.auth_codes import SESSION_EXPIRED, auth_message
-
-if TYPE_CHECKING:
-    from workers.decide import PaymentState
+from workers.payment import PaymentState, announced_transactions
 
 # ISO 4217 numeric -> alpha, for the currencies the platform's shops commonly use; others stay numeric.
 CURRENCIES = {
@@ -57,6 +55,7 @@ def currency_alpha(numeric: int | None) -> str:
 class Trigger:
     """What made the payment move: a notification's own fields, or a detected session expiry."""
 
+    trans_id: str
     trans_uuid: str | None
     status: str
     auth_result: str | None
@@ -65,13 +64,21 @@ class Trigger:
     received_at: datetime
 
 
-def event_id(state: PaymentState, fingerprint: str | None = None) -> str:
-    """Deterministic: the same payment in the same state always gives the same id.
+def event_id(state: PaymentState) -> str:
+    """Deterministic: the same outcome of the same payment (phase, amounts, flags) gives the same id.
 
-    `fingerprint` is `state.business_fingerprint()` when the caller has it already.
+    The outcome is a function of the set of notifications seen, so redeliveries and reorderings that
+    reach it give this id again, and consumers deduplicate on it.
     """
-    fingerprint = fingerprint or state.business_fingerprint()
-    return hashlib.sha256(f"{state.key}|{fingerprint}".encode()).hexdigest()
+    content = [
+        state.key,
+        state.phase,
+        state.paid_amount,
+        state.cvco_amount,
+        state.refunded_amount,
+        state.flags,
+    ]
+    return hashlib.sha256(orjson.dumps(content)).hexdigest()
 
 
 def iso_utc(moment: datetime) -> str:
@@ -84,17 +91,14 @@ def event_json(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode("utf-8")
 
 
-def build_event(
-    state: PaymentState, trigger: Trigger, flags: list[str], fingerprint: str | None = None
-) -> dict[str, Any]:
-    """The event announcing `state` (whose phase must be set), caused by `trigger`, as JSON data.
+def build_event(state: PaymentState, trigger: Trigger, event_type: str) -> dict[str, Any]:
+    """The event `event_type` announcing `state` (whose phase must be set), caused by `trigger`, as JSON data.
 
-    `fingerprint` is `state.business_fingerprint()` when the caller has it already.
+    `trans_id`, `trans_uuid`, `status`, `auth_result` and `source` are the trigger's, as received.
     """
     if state.phase is None:
         raise ValueError("a payment with no phase has nothing to announce")
-    transactions = sorted(state.legs.values(), key=lambda tx: (tx.sequence_number, tx.slot))
-    transactions += sorted(state.refunds.values(), key=lambda tx: tx.slot)
+    transactions = announced_transactions(state)
     legs = [
         {
             "sequence_number": tx.sequence_number,
@@ -110,12 +114,12 @@ def build_event(
     detected = trigger.source == "SESSION_TIMEOUT"
     message = SESSION_EXPIRED if detected else auth_message(trigger.auth_result)
     return {
-        "event_id": event_id(state, fingerprint),
-        "type": f"payment.{state.phase}",
+        "event_id": event_id(state),
+        "type": event_type,
         "shop_id": state.shop_id,
         "mode": state.mode,
         "order_id": state.order_id,
-        "trans_id": state.trans_id,
+        "trans_id": trigger.trans_id,
         "trans_uuid": trigger.trans_uuid,
         "status": trigger.status,
         "amount": state.amount or 0,
@@ -133,5 +137,5 @@ def build_event(
         "received_at": iso_utc(trigger.received_at),
         "payment_key": state.key,
         "operation_type": trigger.operation_type,
-        "flags": flags,
+        "flags": state.flags,
     }

@@ -3,7 +3,7 @@
 The platform may never notify a session the buyer walked away from, so a cron looks at `cvco:sessions`
 (score = deadline, set by the form builder or by a first pending notification) and publishes the expiry
 through the workers' exactly-once path, `publish_session_expiry`, which leaves alone any payment that got
-past pending. The session is unwatched only after that call returned: a worker dying in between makes
+past pending; an expiry with money authorised (`expired_authorised`) is alerted. The session is unwatched only after that call returned: a worker dying in between makes
 the next sweep call it again, and the exactly-once apply turns the second call into a duplicate. Several
 workers sweeping at once therefore publish one event per session.
 """
@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 
 from schemas.errors import TRANSIENT_ERRORS
 from schemas.settings import Settings
+from workers.apply import load_payment
+from workers.flag_alerts import FLAG_ALERTS, alert_flags
 from workers.jobs import publish_session_expiry
 from workers.sessions import SESSIONS_KEY, end_watch, load_session
 
@@ -40,6 +42,8 @@ async def sweep_expired_sessions(
             if pending is not None:
                 outcome = await publish_session_expiry(redis, settings, pending, current)
                 published += outcome.published
+                if set(outcome.flags) & set(FLAG_ALERTS):
+                    await _alert(redis, settings, key, outcome.flags)
             else:  # the watch ended meanwhile (another sweeper, or the payment moved on)
                 log.info("session_already_settled", payment_key=key)
             await end_watch(redis, key)
@@ -51,3 +55,11 @@ async def sweep_expired_sessions(
     if published:
         log.info("sessions_expired", count=published)
     return published
+
+
+async def _alert(redis: Redis, settings: Settings, key: str, flags: tuple[str, ...]) -> None:
+    """An expiry that left money authorised (a cascade's CVCO part) is a human's to look at."""
+    state = await load_payment(redis, key)
+    if state is not None:
+        summary = {"boutique": state.shop_id, "commande": state.order_id or "", "trans_id": state.trans_id}
+        await alert_flags(redis, settings, state, flags, summary)

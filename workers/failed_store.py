@@ -11,7 +11,10 @@ arq has no dead letter (a failed job's result key simply expires), so parked job
 
 The id is stable per notification (the arq job id of the original job), so parking the same notification
 again updates `tries` and `last_failed_at` instead of adding an entry. Beyond `settings.failed_max`
-entries the oldest are dropped; `park` returns their ids so the caller can log and alert.
+entries or `settings.failed_max_bytes` bytes the oldest are dropped, and beyond `PER_PAYMENT_MAX` entries
+of one payment or `PER_SIGNATURE_MAX` of one signature that group's oldest (`cvco:failed:group:*`, sorted
+sets of ids; `cvco:failed:bytes` counts the bytes); `park` returns the dropped ids so the caller can log
+and alert.
 """
 
 from __future__ import annotations
@@ -29,27 +32,72 @@ FAILED_INDEX = "cvco:failed:index"
 REPLAY_JOB_PREFIX = "replay:"
 _SCAN_CHUNK = 500
 
-# KEYS: entry hash, index. ARGV: id, now, failed_max, tries, entry prefix, then field/value pairs.
-# Returns the ids dropped to keep the store within failed_max.
-_PARK_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
+PER_PAYMENT_MAX = 20
+"""Entries one payment may hold; its oldest go first beyond: one payment cannot fill the store."""
+PER_SIGNATURE_MAX = 3
+"""Entries one signature may hold (copies of one signed message with fields renamed); its oldest go first."""
+FAILED_BYTES = "cvco:failed:bytes"
+GROUP_PREFIX = "cvco:failed:group:"
+
+# Shared by park and resolve: forget an entry, its place in the index and its groups, and its bytes.
+_REMOVE = """
+local function remove(prefix, index, id)
+  local key = prefix .. id
+  local info = redis.call('HMGET', key, 'bytes', 'payment_group', 'signature_group')
+  if info[1] then redis.call('DECRBY', KEYS[3], info[1]) end
+  if info[2] and info[2] ~= '' then redis.call('ZREM', info[2], id) end
+  if info[3] and info[3] ~= '' then redis.call('ZREM', info[3], id) end
+  redis.call('ZREM', index, id)
+  return redis.call('DEL', key)
+end
+"""
+# KEYS: entry hash, index, bytes counter, payment group, signature group. ARGV: id, now, failed_max,
+# tries, entry prefix, max bytes, per-payment max, per-signature max, then field/value pairs. Returns
+# the ids dropped to keep the store within its bounds: first the group's own oldest, then the oldest.
+_PARK_SCRIPT = (
+    _REMOVE
+    + """
+local prefix, id = ARGV[5], ARGV[1]
+local size = 0
+for i = 10, #ARGV, 2 do size = size + #ARGV[i] end
+local old = redis.call('HGET', KEYS[1], 'bytes')
+if old then redis.call('DECRBY', KEYS[3], old) else
   redis.call('HSET', KEYS[1], 'first_failed_at', ARGV[2])
 end
+redis.call('INCRBY', KEYS[3], size)
 redis.call('HINCRBY', KEYS[1], 'tries', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'parks', 1)
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'last_failed_at', ARGV[2], unpack(ARGV, 6))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'id', id, 'last_failed_at', ARGV[2], 'bytes', size,
+  'payment_group', KEYS[4], 'signature_group', KEYS[5], unpack(ARGV, 9))
+redis.call('ZADD', KEYS[2], ARGV[2], id)
 local dropped = {}
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if excess > 0 then
-  local oldest = redis.call('ZPOPMIN', KEYS[2], excess)
-  for i = 1, #oldest, 2 do
-    redis.call('DEL', ARGV[5] .. oldest[i])
-    table.insert(dropped, oldest[i])
+for _, group in ipairs({{KEYS[4], ARGV[7]}, {KEYS[5], ARGV[8]}}) do
+  local g, cap = group[1], tonumber(group[2])
+  if g ~= '' then redis.call('ZADD', g, ARGV[2], id) end
+  local excess = g ~= '' and redis.call('ZCARD', g) - cap or 0
+  if excess > 0 then
+    -- the group's oldest, never the entry just parked (another worker's clock may run behind)
+    for _, old_id in ipairs(redis.call('ZRANGE', g, 0, excess)) do
+      if excess > 0 and old_id ~= id then
+        remove(prefix, KEYS[2], old_id)
+        table.insert(dropped, old_id)
+        excess = excess - 1
+      end
+    end
   end
+end
+while redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[3])
+    or tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[6]) do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #oldest == 0 or oldest[1] == id then break end
+  remove(prefix, KEYS[2], oldest[1])
+  table.insert(dropped, oldest[1])
 end
 return dropped
 """
+)
+# KEYS: entry hash (unused), index, bytes counter. ARGV: entry prefix, id. Returns 1 if there was one.
+_RESOLVE_SCRIPT = _REMOVE + "return remove(ARGV[1], KEYS[2], ARGV[2])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +150,23 @@ def _summary(payload: Any) -> dict[str, str]:
     }
 
 
+def _groups(payload: Any) -> tuple[str, str]:
+    """The keys of the payment's and the signature's groups of a parked job; "" for none (not signed)."""
+    raw = payload.get("fields") if isinstance(payload, Mapping) else None
+    fields: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    signature = str(fields.get("signature", ""))
+    if not signature:
+        return "", ""
+    # a trans_id is unique per shop per UTC day, case-insensitively: the day and the id name the payment
+    payment = (
+        str(fields.get("vads_site_id", "")),
+        str(fields.get("vads_ctx_mode", "")),
+        str(fields.get("vads_trans_date", ""))[:8],
+        str(fields.get("vads_trans_id", "")).lower(),
+    )
+    return f"{GROUP_PREFIX}payment:{':'.join(payment)}", f"{GROUP_PREFIX}signature:{signature}"
+
+
 async def park(
     redis: Redis,
     *,
@@ -112,9 +177,15 @@ async def park(
     traceback: str,
     tries: int,
     failed_max: int,
+    failed_max_bytes: int = 512 * 1024 * 1024,
     now: float | None = None,
 ) -> list[str]:
-    """Keep (or update) the entry for a failed notification; returns the ids dropped to stay bounded."""
+    """Keep (or update) the entry for a failed notification; returns the ids dropped to stay bounded.
+
+    Bounded three ways: `failed_max` entries and `failed_max_bytes` bytes (the oldest go first), and
+    per payment and per signature (that group's oldest go first), so a flood of one payment's or one
+    signature's copies only ever pushes out its own entries.
+    """
     summary = _summary(payload)
     values = {
         "payload": json.dumps(payload, separators=(",", ":"), default=str),
@@ -129,16 +200,23 @@ async def park(
     }
     pairs = [item for pair in values.items() for item in pair]
     stamp = time.time() if now is None else now
+    payment_group, signature_group = _groups(payload)
     dropped = await redis.eval(  # type: ignore[misc]  # redis-py types eval as Awaitable | value
         _PARK_SCRIPT,
-        2,
+        5,
         FAILED_PREFIX + failed_id,
         FAILED_INDEX,
+        FAILED_BYTES,
+        payment_group,
+        signature_group,
         failed_id,
         repr(stamp),
         str(failed_max),
         str(tries),
         FAILED_PREFIX,
+        str(failed_max_bytes),
+        str(PER_PAYMENT_MAX),
+        str(PER_SIGNATURE_MAX),
         *pairs,
     )
     return [item.decode() if isinstance(item, bytes) else str(item) for item in dropped]
@@ -146,10 +224,9 @@ async def park(
 
 async def resolve(redis: Redis, failed_id: str) -> bool:
     """Remove an entry once its notification was processed; True if there was one."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(FAILED_INDEX, failed_id)
-        pipe.delete(FAILED_PREFIX + failed_id)
-        removed, _ = await pipe.execute()
+    removed = await redis.eval(  # type: ignore[misc]  # redis-py types eval as Awaitable | value
+        _RESOLVE_SCRIPT, 3, FAILED_PREFIX + failed_id, FAILED_INDEX, FAILED_BYTES, FAILED_PREFIX, failed_id
+    )
     return bool(removed)
 
 

@@ -33,6 +33,7 @@ from schemas.job import PROCESS_NOTIFICATION
 from schemas.settings import Settings
 from workers import discarded_store, failed_store
 from workers.alerts import ALL_SHOPS, Alert, notification_summary, record_alert
+from workers.apply import record_parked
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
@@ -104,11 +105,13 @@ def dropped_alert(dropped: list[str], failed_max: int) -> Alert:
     shown = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
     return Alert(
         kind="failed_dropped",
-        happened=f"La file des échecs a dépassé {failed_max} entrées : {len(dropped)} plus ancienne(s) supprimée(s) ({shown}).",
+        happened=f"La file des échecs a atteint une de ses limites ({failed_max} entrées, CVCO_FAILED_MAX_BYTES "
+        f"octets, ou trop de copies d'un même paiement ou d'une même signature) : {len(dropped)} plus "
+        f"ancienne(s) supprimée(s) ({shown}).",
         consequence="Ces notifications ne peuvent plus être rejouées ; leur paiement reste à vérifier à la main.",
         actions=(
             "Traiter les échecs en attente : cvco-ipn failed list, puis cvco-ipn replay --all",
-            "Augmenter CVCO_FAILED_MAX si le volume est normal.",
+            "Augmenter CVCO_FAILED_MAX ou CVCO_FAILED_MAX_BYTES si le volume est normal.",
         ),
     )
 
@@ -133,6 +136,7 @@ async def park_job(
             traceback="".join(traceback.format_exception(error)),
             tries=job_try,
             failed_max=settings.failed_max,
+            failed_max_bytes=settings.failed_max_bytes,
         )
         entry = await failed_store.get(redis, failed_id)
     except TRANSIENT_ERRORS as e:
@@ -142,12 +146,13 @@ async def park_job(
         "job_parked", failed_id=failed_id, error=type(error).__name__, message=str(error), tries=job_try
     )
     try:
+        await record_parked(redis, payload, error)
         if entry is not None:
             await record_alert(redis, settings, parked_alert(entry))
         if dropped:
             log.error("failed_jobs_dropped", count=len(dropped), failed_ids=dropped[:20])
             await record_alert(redis, settings, dropped_alert(dropped, settings.failed_max))
-    except TRANSIENT_ERRORS as e:  # the entry is parked; `failed list` shows it even if the mail is lost
+    except TRANSIENT_ERRORS as e:  # the entry is parked; `failed list` shows it even if this is lost
         log.error("alert_not_recorded", failed_id=failed_id, reason=f"{type(e).__name__}: {e}")
 
 

@@ -9,7 +9,7 @@ Entry points for the rest of the project:
 - `publish_session_expiry(redis, settings, pending, now) -> Outcome`: a `payment.expired` event (status
   `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
   or a restart publish it once.
-- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, `.is_final`).
+- `workers.apply.load_payment(redis, key)`: the stored `PaymentState` (`.phase`, amounts, `.flags`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -27,8 +28,10 @@ from schemas.job import QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
-from workers.apply import VersionConflict, apply_decision
-from workers.decide import Decision, PaymentState, Result, decide, decide_expiry
+from workers.apply import PAYMENT_PREFIX, VersionConflict, apply_decision, refund_target_key
+from workers.decide import Decision, Result, decide, decide_expiry
+from workers.history import expiry_entry, notification_entry
+from workers.payment import PaymentState, platform_reserved
 from workers.sessions import track_session
 
 log = structlog.get_logger("cvco.worker")
@@ -51,8 +54,7 @@ class StateContention(TimeoutError):
 class Outcome:
     """What a notification or an expiry did: `result` is published, duplicate or stale (ignored).
 
-    `flags` (only when published) name what the alerts watch: `cascade_partial`,
-    `accepted_after_expiry`, `non_eur_cvco`, `partial_refund`, `partial_cancel`.
+    `flags` (only when published) name what the alerts watch (`workers.payment`'s flags).
     """
 
     result: Result
@@ -91,8 +93,13 @@ async def _apply_until_settled(
     key: str,
     decide_on: Callable[[PaymentState | None], Decision],
     received: datetime,
+    entry: dict[str, Any],
 ) -> tuple[Decision, str | None]:
     """Decide, compare-and-set; on a conflict, decide again on the state the conflict reports.
+
+    `entry` goes to the payment's history with what was decided, in the same write; a decision that
+    writes no state writes a notification's entry alone, still at the version it was decided on; an
+    expiry that changes nothing leaves no entry (the history lists notifications and events).
 
     The first decision assumes a payment never seen (most notifications are a payment's first); a
     wrong guess costs nothing but the CPU of that decision, since the conflict brings the real state.
@@ -102,10 +109,10 @@ async def _apply_until_settled(
     order = received.timestamp()
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
-        if decision.state is None:
-            return decision, None
+        if decision.state is None and (state is None or entry["k"] != "n"):
+            return decision, None  # a payment never seen, or an expiry that is no news: nothing to write
         try:
-            return decision, await apply_decision(redis, settings, version, decision, order)
+            return decision, await apply_decision(redis, settings, version, decision, order, entry, key)
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version
     raise StateContention(f"payment {key} changed under {MAX_ATTEMPTS} attempts in a row")
@@ -126,12 +133,35 @@ def _outcome(key: str, decision: Decision, stream_id: str | None) -> Outcome:
     )
 
 
+async def _payment_of(redis: Redis, note: Notification) -> str:
+    """The payment a notification belongs to: its own key, or for a refund the paid payment of its order.
+
+    A refund made in the Back Office may carry its own trans_id (from the platform's reserved range) and
+    date; the platform's guidance is to attach it to the order (`vads_order_id`). A refund whose own key
+    holds a payment stays with it, even when the order has other payments. Only refunds pay these reads.
+    """
+    own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    if note.operation_type != "CREDIT" or note.order_id is None:
+        return own
+    if not platform_reserved(note.trans_id) and await redis.exists(PAYMENT_PREFIX + own):
+        return own
+    target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
+    if target is None:
+        return own
+    return target.decode() if isinstance(target, bytes) else str(target)
+
+
 async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> Outcome:
     """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
     note = authenticate(settings, queued)
-    key = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+    key = await _payment_of(redis, note)
     decision, stream_id = await _apply_until_settled(
-        redis, settings, key, lambda state: decide(state, note, queued.received_at), queued.received_at
+        redis,
+        settings,
+        key,
+        lambda state: decide(state, note, queued.received_at, key),
+        queued.received_at,
+        notification_entry(queued),
     )
     outcome = _outcome(key, decision, stream_id)
     if outcome.phase == "pending" and outcome.published:
@@ -157,7 +187,7 @@ async def publish_session_expiry(
 ) -> Outcome:
     """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
     decision, stream_id = await _apply_until_settled(
-        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now
+        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now, expiry_entry(now)
     )
     outcome = _outcome(pending.key, decision, stream_id)
     _log(outcome)

@@ -1,6 +1,9 @@
-"""The payment statuses of the form API (form-api.md §2), their classes and the event each one means.
+"""The payment statuses of the form API (form-api.md §2), their classes, order and meaning. Pure data.
 
-Pure data and functions: the state machine (`workers.decide`) and the cascade reconciler build on them.
+Every status the platform documents for `vads_trans_status` (its reference page, its SDK's success list)
+is classed here; an unknown one is parked by the parser of transactions, never guessed.
+`PARTIALLY_AUTHORISED` is among the SDK's success statuses: the transaction is authorised for its
+effective amount (the rest is paid by another means), so it counts as accepted for that amount.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ Phase = Literal[
     "refunded",
     "partial",
 ]
-"""Where a payment stands; `payment.<phase>` is the type of the event that announces it."""
+"""Where a payment stands, derived from its transactions (`workers.payment.derive`)."""
 
-ACCEPTED_STATUSES = frozenset({"AUTHORISED", "CAPTURED", "ACCEPTED"})
+ACCEPTED_STATUSES = frozenset({"AUTHORISED", "CAPTURED", "ACCEPTED", "PARTIALLY_AUTHORISED"})
 PENDING_STATUSES = frozenset(
     {
         "AUTHORISED_TO_VALIDATE",
@@ -40,11 +43,25 @@ PENDING_STATUSES = frozenset(
 FAILED_STATUSES = frozenset({"REFUSED", "EXPIRED", "CAPTURE_FAILED"})
 CANCELLED_STATUSES = frozenset({"CANCELLED", "ABANDONED", "NOT_CREATED"})
 KNOWN_STATUSES = ACCEPTED_STATUSES | PENDING_STATUSES | FAILED_STATUSES | CANCELLED_STATUSES
+_CLASSES: dict[str, StatusClass] = {
+    **dict.fromkeys(ACCEPTED_STATUSES, "accepted"),
+    **dict.fromkeys(PENDING_STATUSES, "pending"),
+    **dict.fromkeys(FAILED_STATUSES, "failed"),
+    **dict.fromkeys(CANCELLED_STATUSES, "cancelled"),
+}
 
-FINAL_PHASES: frozenset[Phase] = frozenset(
-    {"captured", "refunded", "cancelled", "refused", "abandoned", "expired"}
-)
-"""Phases a payment leaves only by an explicit later operation (cancel, refund, capture)."""
+STATUS_RANK: dict[str, int] = {
+    **dict.fromkeys(PENDING_STATUSES, 0),
+    **dict.fromkeys(("REFUSED", "ABANDONED", "NOT_CREATED"), 1),
+    **dict.fromkeys(("AUTHORISED", "ACCEPTED", "PARTIALLY_AUTHORISED"), 2),
+    **dict.fromkeys(("CANCELLED", "EXPIRED", "CAPTURE_FAILED"), 3),
+    "CAPTURED": 4,
+}
+"""The order one transaction moves in; it never goes to a lower rank, whichever source delivers what.
+
+Pending, then refused/abandoned (never after an authorisation), then authorised, then what may end an
+authorised transaction (cancel, expiry, failed capture), then captured: a capture is never undone.
+"""
 
 EXPIRED_AUTH_CODES = frozenset({"1015"})
 ABANDONED_AUTH_CODES = frozenset({"1012", "1013", "1020"})
@@ -52,15 +69,7 @@ ABANDONED_AUTH_CODES = frozenset({"1012", "1013", "1020"})
 
 def status_class(status: str) -> StatusClass | None:
     """The class of a `vads_trans_status` (accepted / pending / failed / cancelled); None if unknown."""
-    if status in ACCEPTED_STATUSES:
-        return "accepted"
-    if status in PENDING_STATUSES:
-        return "pending"
-    if status in FAILED_STATUSES:
-        return "failed"
-    if status in CANCELLED_STATUSES:
-        return "cancelled"
-    return None
+    return _CLASSES.get(status)
 
 
 def transaction_phase(status: str, auth_result: str | None) -> Phase:
@@ -82,15 +91,3 @@ def transaction_phase(status: str, auth_result: str | None) -> Phase:
     if status == "CANCELLED":
         return "cancelled"
     return "refused"
-
-
-def status_rank(status: str) -> int:
-    """How far along a transaction is; a transaction never moves to a lower rank.
-
-    pending 0 < authorised/accepted 1 < captured and every failed or cancelled status 2.
-    """
-    if status in PENDING_STATUSES:
-        return 0
-    if status in ("AUTHORISED", "ACCEPTED"):
-        return 1
-    return 2

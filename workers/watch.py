@@ -5,7 +5,7 @@
 - every run of the checks: a burst of signature failures per shop (the receiver's forensics stream) and
   the oldest queued job older than `settings.queue_age_alert_s` (workers down or too few).
 
-`scheduled_jobs(settings)` lists every cron of the failure handling: expiry sweep, alert sender, checks.
+`scheduled_jobs(settings)` lists every cron: expiry sweep, alert sender, checks, retention sweep.
 """
 
 from __future__ import annotations
@@ -18,25 +18,21 @@ import structlog
 from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
-from ingest.forensics import FORENSICS_STREAM
+from ingest.rejected_store import FORENSICS_STREAM
 from schemas.settings import Settings
 from workers.alerts import ALL_SHOPS, Alert, deliver_alerts, notification_summary, record_alert
 from workers.apply import load_payment
-from workers.decide import ACCEPTED_AFTER_EXPIRY, CASCADE_PARTIAL
 from workers.expiry import sweep_expired_sessions
 from workers.failures import PARK_MARGIN_S
+from workers.flag_alerts import FLAG_ALERTS, alert_flags, first_time
+from workers.payment import ACCEPTED_AFTER_EXPIRY, CASCADE_PARTIAL
+from workers.retention import RETENTION_SECOND, retention_cron
 
 SWEEP_EVERY_S = 10
 CHECK_EVERY_S = 30
-ONCE_PER_PAYMENT_S = 7 * 86400
-ONCE_PREFIX = "cvco:alerted:"
 BURST_SCAN_MAX = 10_000
 
 log = structlog.get_logger(__name__)
-
-
-async def _first_time(redis: Redis, kind: str, key: str) -> bool:
-    return bool(await redis.set(f"{ONCE_PREFIX}{kind}:{key}", "1", nx=True, ex=ONCE_PER_PAYMENT_S))
 
 
 async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> None:
@@ -45,7 +41,7 @@ async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> No
     `result` is what `process_notification` returned; most jobs carry no flag and cost nothing here.
     """
     flags = set(result.get("flags", ())) if isinstance(result, dict) else set()
-    if not flags & {CASCADE_PARTIAL, ACCEPTED_AFTER_EXPIRY}:
+    if not flags & {CASCADE_PARTIAL, ACCEPTED_AFTER_EXPIRY, *FLAG_ALERTS}:
         return
     redis: Redis = ctx["redis"]
     key = str(result["payment_key"])
@@ -53,12 +49,13 @@ async def alert_on_outcome(ctx: dict[str, Any], payload: Any, result: Any) -> No
     if state is None:
         return
     summary = notification_summary(payload["fields"])
-    if ACCEPTED_AFTER_EXPIRY in flags and await _first_time(redis, "late_acceptance", key):
+    if ACCEPTED_AFTER_EXPIRY in flags and await first_time(redis, "late_acceptance", key):
         await record_alert(
             redis, ctx["settings"], _late_acceptance(state.shop_id, key, str(state.phase), summary)
         )
-    if CASCADE_PARTIAL in flags and await _first_time(redis, "cascade_partial", key):
+    if CASCADE_PARTIAL in flags and await first_time(redis, "cascade_partial", key):
         await record_alert(redis, ctx["settings"], _partial(state.shop_id, key, state, summary))
+    await alert_flags(redis, ctx["settings"], state, flags, summary)
 
 
 def _late_acceptance(shop_id: str, key: str, phase: str, summary: dict[str, str]) -> Alert:
@@ -117,7 +114,7 @@ async def check_signature_bursts(
                 "(rotation de clé, mode TEST/PRODUCTION), soit quelqu'un envoie de fausses notifications."
             ),
             actions=(
-                "Voir les dernières : redis-cli XREVRANGE cvco:forensics:signature + - COUNT 20",
+                "Voir les dernières : cvco-ipn rejected list --reason signature --since 1h",
                 "Comparer la clé du back-office avec CVCO_SHOPS, puis redémarrer cvco-ipn serve et cvco-ipn worker.",
             ),
         )
@@ -182,4 +179,5 @@ def scheduled_jobs(settings: Settings, *, sweep_every_s: int = SWEEP_EVERY_S) ->
         cron(_sweep, name="cvco_session_expiry", second=every, run_at_startup=True, timeout=timeout),
         cron(_deliver, name="cvco_alert_sender", second=every, timeout=timeout),
         cron(_checks, name="cvco_checks", second=checks, timeout=timeout),
+        cron(retention_cron, name="cvco_retention", second=RETENTION_SECOND, timeout=timeout),
     ]

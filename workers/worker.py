@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import structlog
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 from arq.utils import timestamp_ms
 from arq.worker import Function, Worker
-from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from ingest.redis_connection import HiredisPackingConnection
+from ingest.redis_connection import redis_client
 from schemas.job import QueuedNotification, dumps, loads
 from schemas.settings import Settings
 from workers.failures import JobHandler, notification_function
@@ -37,7 +36,8 @@ log = structlog.get_logger("cvco.worker")
 KEEP_RESULT_S = 60
 """Kept although it costs a SET (in arq's finishing MULTI, no extra round trip): while a result lives, arq
 refuses an identical job id, so the receiver collapses an exact resend without a job, and the demo waits on
-result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job."""
+result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job.
+What it holds is the job's outcome, never the notification (`dump_result`)."""
 HEALTH_CHECK_INTERVAL_S = 10
 POLL_DELAY_S = 0.01
 """An idle queue is polled every 10 ms (arq's 0.5 s default would alone put p99 near half a second; 50 ms
@@ -133,26 +133,17 @@ class ClaimingWorker(Worker):
     `decide`. `_CLAIM` makes the same checks and the same write, atomically for each job (not in progress,
     still queued, not deferred; then the in-progress key with arq's own timeout), for as many jobs as
     `max_jobs` leaves room for: a claim still excludes any other worker, stock arq ones included.
-    Everything after the claim is arq's own `run_job`. The pool arq makes packs commands in C
-    (`HiredisPackingConnection`, as the receiver's): arq's ten or so commands per job and the state writes.
+    Everything after the claim is arq's own `run_job`. Its pool is `redis_client`'s, as every process's
+    (packing in C; Sentinel when configured): arq's ten or so commands per job and the state writes.
     """
 
     _claim: AsyncScript | None = None
 
     async def main(self) -> None:
-        if self._pool is None:  # arq's own pool, its connections then packing commands in C
-            pool = await create_pool(
-                self.redis_settings,
-                job_deserializer=self.job_deserializer,
-                job_serializer=self.job_serializer,
-                default_queue_name=self.queue_name,
-                expires_extra_ms=self.expires_extra_ms,
-            )
-            connections = pool.connection_pool
-            if connections.connection_class is Connection:  # plain TCP (not TLS, not a unix socket)
-                # connections made from now on; the one of create_pool's ping stays as it is
-                connections.connection_class = HiredisPackingConnection
-            self._pool = pool
+        if self._pool is None:
+            settings: Settings = self.ctx["settings"]
+            # no per-command timeout, as arq's own pool: redis-py's timeout path can swallow a cancellation
+            self._pool = arq_client(settings, socket_timeout_s=None)
         # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
         # the collector's sight, a full collection walks only what jobs allocate (10-30 ms each otherwise)
         gc.freeze()
@@ -184,6 +175,21 @@ class ClaimingWorker(Worker):
                 self.tasks[job_id] = task
 
 
+def dump_result(result: dict[str, Any]) -> bytes:
+    """arq's result record without the job's arguments: a copy of the whole notification (2-3 KB, signature
+    included) for `KEEP_RESULT_S` that nothing reads; the parked-job store keeps its own when it fails."""
+    return dumps({**result, "a": (), "k": {}})
+
+
+def arq_client(settings: Settings, *, socket_timeout_s: float | None) -> ArqRedis:
+    """arq's client on the deployment's Redis (`redis_client`), set up as `arq.create_pool` sets it."""
+    pool = cast(ArqRedis, redis_client(settings, socket_timeout_s=socket_timeout_s, client_class=ArqRedis))
+    pool.job_serializer = dumps
+    pool.job_deserializer = loads
+    pool.default_queue_name = settings.queue_name
+    return pool
+
+
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...)."""
     # retry transient errors, park the rest, alert on outcomes
@@ -195,8 +201,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "functions": functions,
         "cron_jobs": cron_jobs,
         "queue_name": settings.queue_name,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
-        "job_serializer": dumps,
+        "job_serializer": dump_result,  # a worker serializes only results with it
         "job_deserializer": loads,
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.max_tries,

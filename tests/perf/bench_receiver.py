@@ -1,7 +1,8 @@
 """Throughput and latency of `cvco-ipn serve` against a naive aiohttp + arq receiver, driven by wrk.
 
     .venv/bin/python tests/perf/bench_receiver.py [--bodies N] [--rounds R] [--duration S] [--warmup S]
-        [--connections C] [--threads T] [--server-cpu CPUS] [--load-cpu CPUS] [--redis URL] [--verbose]
+        [--connections C] [--threads T] [--server-cpu CPUS] [--load-cpu CPUS] [--redis URL] [--replicated]
+        [--verbose]
 
 Needs wrk (/usr/bin/wrk), taskset (util-linux) and a Redis database it may flush (default
 redis://127.0.0.1:6379/14). Each server runs as one process on 127.0.0.1, in turn, against the same Redis
@@ -23,6 +24,10 @@ the queue, and the server's CPU time (user + system) per request; then the media
 scaled to the machine the target was set on (where the baseline did 5,000 requests/s): in closed loop a
 CPU-bound server's latency is inversely proportional to the machine's speed, measured by the baseline's rate.
 Target: `cvco-ipn serve` at >= 2x the baseline's requests/s with p99 <= 5 ms at 32 connections.
+
+--replicated: every server runs against a private primary with one replica attached (two redis-server
+processes, nothing persisted, instead of --redis), and a third server is measured in the same rounds:
+`cvco-ipn serve` with CVCO_REDIS_MIN_REPLICAS=1, whose 200 waits for the replica's WAIT acknowledgement.
 """
 
 from __future__ import annotations
@@ -221,7 +226,8 @@ def _pinned(cpu: str) -> list[str]:
     return [TASKSET, "-c", cpu] if cpu else []
 
 
-SERVERS = ("cvco-ipn serve", "naive baseline")
+OURS, BASELINE, REPLICATED = "cvco-ipn serve", "naive baseline", "serve, WAIT 1"
+SERVERS = (OURS, BASELINE)
 
 
 def server_command(name: str, port: int, redis_url: str) -> tuple[list[str], dict[str, str]]:
@@ -231,7 +237,9 @@ def server_command(name: str, port: int, redis_url: str) -> tuple[list[str], dic
         "CVCO_REDIS_URL": redis_url,
         "CVCO_SHOPS": json.dumps({SHOP_ID: {"test_key": TEST_KEY, "production_key": PRODUCTION_KEY}}),
     }
-    if name == "cvco-ipn serve":
+    if name == REPLICATED:
+        env["CVCO_REDIS_MIN_REPLICAS"] = "1"
+    if name in (OURS, REPLICATED):
         command = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return command, env | {"PYTHONPATH": str(ROOT)}
     baseline = Path(__file__).with_name("bench_receiver_baseline.py")
@@ -257,6 +265,46 @@ def serving(
         client.close()
 
 
+def _info(port: int, section: str) -> dict[str, object]:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        return cast(dict[str, object], client.info(section))
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def replicated_redis(directory: Path) -> Iterator[str]:
+    """A private primary and its replica (redis-server, nothing persisted); the primary's URL."""
+    primary, replica = free_port(), free_port()
+    processes = []
+    try:
+        for port, extra in ((primary, []), (replica, ["--replicaof", "127.0.0.1", str(primary)])):
+            command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+            command += [
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--repl-diskless-load",
+                "on-empty-db",
+                *extra,
+            ]
+            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 20
+        while _info(replica, "replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise SystemExit("the replica did not sync with its primary within 20 s")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{primary}/0"
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def bench(
     name: str, command: list[str], env: dict[str, str], port: int, lua: Path, args: argparse.Namespace
 ) -> Result:
@@ -266,6 +314,18 @@ def bench(
             wrk(port, lua, args, args.warmup)
             client.flushdb()
         return run_wrk(name, server.pid, port, lua, args, client)
+
+
+def measure_round(
+    number: int, servers: tuple[str, ...], lua: Path, args: argparse.Namespace
+) -> dict[str, Result]:
+    """Every server once, in alternating order from one round to the next."""
+    results: dict[str, Result] = {}
+    for name in servers if number % 2 == 0 else servers[::-1]:
+        port = free_port()
+        command, env = server_command(name, port, args.redis)
+        results[name] = bench(name, command, env, port, lua, args)
+    return results
 
 
 def main() -> int:
@@ -293,6 +353,11 @@ def main() -> int:
     parser.add_argument(
         "--load-cpu", default="0", help="CPU list wrk is pinned to ('' to not pin; default 0)"
     )
+    parser.add_argument(
+        "--replicated",
+        action="store_true",
+        help="a private primary with one replica, and serve with CVCO_REDIS_MIN_REPLICAS=1 measured too",
+    )
     parser.add_argument("--verbose", action="store_true", help="print wrk's own report too")
     parser.add_argument(
         "--redis", default="redis://127.0.0.1:6379/14", help="a Redis database to flush and use"
@@ -316,15 +381,12 @@ def main() -> int:
         body_file.write_text("\n".join(bodies) + "\n")
         lua = Path(tmp) / "cycle.lua"
         lua.write_text(LUA % {"path": body_file, "threads": args.threads})
-        rounds: list[tuple[Result, Result]] = []
-        for round_number in range(args.rounds):
-            order = SERVERS if round_number % 2 == 0 else SERVERS[::-1]
-            results: dict[str, Result] = {}
-            for name in order:
-                port = free_port()
-                command, env = server_command(name, port, args.redis)
-                results[name] = bench(name, command, env, port, lua, args)
-            rounds.append((results["cvco-ipn serve"], results["naive baseline"]))
+        with contextlib.ExitStack() as stack:
+            if args.replicated:
+                args.redis = stack.enter_context(replicated_redis(Path(tmp)))
+            servers = (*SERVERS, *((REPLICATED,) if args.replicated else ()))
+            measured = [measure_round(number, servers, lua, args) for number in range(args.rounds)]
+        rounds = [(results[OURS], results[BASELINE]) for results in measured]
     print(
         f"{args.connections} connections, {args.threads} wrk threads, {args.warmup} s warm-up then "
         f"{args.duration} s measured per run, {args.rounds} round(s)"
@@ -333,9 +395,12 @@ def main() -> int:
         f"{'round':<6}{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'errors':>8}"
         f"{'jobs':>9}{'CPU us/req':>12}{'ratio':>8}"
     )
-    for round_number, (ours, baseline) in enumerate(rounds, start=1):
-        for result in (ours, baseline):
-            ratio_text = f"{ours.requests_per_s / baseline.requests_per_s:.2f}x" if result is ours else ""
+    for round_number, results in enumerate(measured, start=1):
+        baseline = results[BASELINE]
+        for result in results.values():
+            ratio_text = (
+                "" if result is baseline else f"{result.requests_per_s / baseline.requests_per_s:.2f}x"
+            )
             print(
                 f"{round_number:<6}{result.name:<16}{result.requests_per_s:>10.0f}{result.p50_ms:>9.2f}"
                 f"{result.p99_ms:>9.2f}{result.requests:>10}{result.errors:>8}{result.jobs:>9}"
@@ -357,6 +422,14 @@ def main() -> int:
         f"p99 scaled to the intake issue's machine (its naive baseline at {REFERENCE_BASELINE_RPS} requests/s, "
         f"here at the median {statistics.median(b.requests_per_s for _, b in rounds):.0f}): {scaled_ms:.2f} ms"
     )
+    if args.replicated:
+        cost = statistics.median(r[REPLICATED].requests_per_s / r[OURS].requests_per_s for r in measured)
+        print(
+            f"with CVCO_REDIS_MIN_REPLICAS=1 (one replica): {statistics.median(r[REPLICATED].requests_per_s / r[BASELINE].requests_per_s for r in measured):.2f}x "
+            f"the baseline, {cost:.2f}x the throughput of MIN_REPLICAS=0, p99 "
+            f"{statistics.median(r[REPLICATED].p99_ms for r in measured):.2f} ms, "
+            f"{sum(r[REPLICATED].errors for r in measured)} errors"
+        )
     return 0
 
 

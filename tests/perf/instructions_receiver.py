@@ -1,7 +1,7 @@
 """CPU instructions per notification of `cvco-ipn serve` and of the naive baseline, counted by callgrind.
 
     .venv/bin/python -m tests.perf.instructions_receiver [--requests N] [--warmup N] [--concurrency C]
-        [--redis URL]
+        [--redis URL] [--replicated]
 
 bench_receiver.py times the two servers with wrk; on this shared machine their speed can change by half
 within seconds, and the timed ratio with it. This script counts instead: each server runs under valgrind's
@@ -17,12 +17,16 @@ per request for the baseline (4 writes, 4 reads, 3 epoll waits) against 6 for ou
 0.3 epoll waits). So its user-space ratio to ours is lower than the ratio of CPU time per request that
 bench_receiver.py prints. Needs valgrind (Debian's valgrind) and a Redis
 database it may flush (default redis://127.0.0.1:6379/14). Takes about a minute per server.
+
+--replicated: a private primary with one replica instead of --redis, and `cvco-ipn serve` with
+CVCO_REDIS_MIN_REPLICAS=1 counted too (its WAIT per batch).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
@@ -32,9 +36,11 @@ from pathlib import Path
 import aiohttp
 
 from tests.perf.bench_receiver import (
+    REPLICATED,
     SERVERS,
     free_port,
     notification_bodies,
+    replicated_redis,
     server_command,
     serving,
 )
@@ -98,6 +104,11 @@ def main() -> int:
     parser.add_argument(
         "--redis", default="redis://127.0.0.1:6379/14", help="a Redis database to flush and use"
     )
+    parser.add_argument(
+        "--replicated",
+        action="store_true",
+        help="a private primary with one replica, and serve with CVCO_REDIS_MIN_REPLICAS=1 counted too",
+    )
     args = parser.parse_args()
     if args.requests < 1 or args.warmup < 0 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be at least 1, --warmup at least 0")
@@ -106,8 +117,10 @@ def main() -> int:
             parser.error(f"{tool} not found: install the Debian package valgrind (apt-get install valgrind)")
     bodies = notification_bodies(args.warmup + args.requests)
     counts = {}
-    with tempfile.TemporaryDirectory(prefix="cvco-callgrind-") as tmp:
-        for name in SERVERS:
+    with tempfile.TemporaryDirectory(prefix="cvco-callgrind-") as tmp, contextlib.ExitStack() as stack:
+        if args.replicated:
+            args.redis = stack.enter_context(replicated_redis(Path(tmp)))
+        for name in (*SERVERS, *((REPLICATED,) if args.replicated else ())):
             counts[name] = instructions_per_request(name, bodies, args, Path(tmp))
     print(
         f"{args.requests} requests after {args.warmup} of warm-up, {args.concurrency} connections, "
@@ -120,6 +133,8 @@ def main() -> int:
         f"the baseline spends {baseline / ours:.2f}x the user-space instructions of cvco-ipn serve per "
         "request (the kernel's work, about 3x the system calls for the baseline, not counted)"
     )
+    if args.replicated:
+        print(f"CVCO_REDIS_MIN_REPLICAS=1 costs {counts[REPLICATED] / ours:.3f}x the instructions of 0")
     return 0
 
 

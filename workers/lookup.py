@@ -1,0 +1,114 @@
+"""Find payments by what a support question names, with their history: `cvco-ipn payment show` and the console.
+
+`find_payments(redis, ref, shop=None)` takes an order id, a `vads_trans_uuid` (of the payment or of any of
+its transactions), a `vads_trans_id` or a payment key, and returns one `PaymentRecord` per match, read
+from the indexes and history `workers.apply` writes with the state (`workers.history`). No shop list is
+needed: the indexes hold payment keys of every shop and mode.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from workers.apply import PAYMENT_PREFIX
+from workers.history import DROPPED_FIELD, HISTORY_PREFIX, REF_PREFIX
+
+_NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """A payment as the lookup shows it: its state, the notifications received, the events published."""
+
+    payment_key: str
+    state: dict[str, Any]
+    notifications: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    dropped: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "payment_key": self.payment_key,
+            "state": self.state,
+            "notifications": self.notifications,
+            "events": self.events,
+            "history_dropped": self.dropped,
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _stream_time(stream_id: str) -> str:
+    """When an event was published: the millisecond part of its stream entry id."""
+    millis = int(stream_id.split("-", 1)[0])
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _split(raw: list[bytes | str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The history's entries as notifications (what the worker did with each) and events published."""
+    notifications: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for line in raw:
+        entry = json.loads(line)
+        if entry.get("k") == "n":
+            notifications.append(
+                {
+                    **{name: entry.get(short) for short, name in _NAMES.items()},
+                    "request_id": entry.get("rid"),
+                    "result": entry.get("did"),
+                    **({"error": entry["err"]} if "err" in entry else {}),
+                }
+            )
+        if entry.get("eid"):
+            sid = entry.get("sid")
+            events.append(
+                {
+                    "event_id": entry["eid"],
+                    "type": entry.get("ev"),
+                    "time": _stream_time(sid) if sid else entry.get("at"),
+                    "stream_id": sid,
+                    "source": entry.get("src"),
+                }
+            )
+    return notifications, events
+
+
+async def candidate_keys(redis: Redis, ref: str) -> list[str]:
+    """Payment keys `ref` may name: itself, and the members of its index (as given and lower-cased)."""
+    refs = list(dict.fromkeys((ref, ref.lower())))
+    keys: set[str] = set()
+    for value in refs:
+        keys.update(_text(member) for member in await redis.smembers(REF_PREFIX + value))  # type: ignore[misc]  # redis-py types it Awaitable | set
+    keys.update(refs)
+    return sorted(keys)
+
+
+async def load_record(redis: Redis, key: str) -> PaymentRecord | None:
+    """The payment under `key` with its history, read in one round trip; None when there is none."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hmget(PAYMENT_PREFIX + key, ["s", DROPPED_FIELD])
+        pipe.lrange(HISTORY_PREFIX + key, 0, -1)
+        (raw, dropped), history = await pipe.execute()
+    if raw is None:
+        return None
+    notifications, events = _split(history)
+    return PaymentRecord(key, json.loads(raw), notifications, events, int(dropped or 0))
+
+
+async def find_payments(redis: Redis, ref: str, shop: str | None = None) -> list[PaymentRecord]:
+    """Every payment `ref` names (optionally of one shop), ordered by payment key."""
+    found = []
+    for key in await candidate_keys(redis, ref):
+        if shop is not None and not key.startswith(f"{shop}:"):
+            continue
+        record = await load_record(redis, key)
+        if record is not None:
+            found.append(record)
+    return found
