@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.logs import configure_logging
+from cli.text import cell
 from schemas.settings import load_settings
 from simulator.deliver import DeliveryOutcome
 from simulator.demo import DEMO_TEST_KEY, DemoReport, run_demo
@@ -60,7 +61,7 @@ def print_events(report: DemoReport, console: Console) -> None:
     table.add_column("auth result", no_wrap=True, max_width=36, overflow="ellipsis")
     for event in report.events:
         auth = event.get("auth_result") or {}
-        table.add_row(
+        values = (
             event["type"],
             scenario_of.get(event.get("order_id") or "", "?"),
             event.get("order_id") or "-",
@@ -70,21 +71,27 @@ def print_events(report: DemoReport, console: Console) -> None:
             str(event.get("source")),
             f"{auth.get('code') or ''} {auth.get('message') or ''}".strip(),
         )
+        table.add_row(*map(cell, values))
     console.print(table)
 
 
 def print_failed(report: DemoReport, console: Console) -> None:
     table = Table(title="Failed (parked) jobs")
-    for column in ("id", "shop", "order"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("error", no_wrap=True, max_width=100, overflow="ellipsis")
+    table.add_column("id", no_wrap=True, min_width=68)
+    table.add_column("shop", no_wrap=True, min_width=8)
+    table.add_column("order", no_wrap=True, min_width=16)
+    table.add_column("error", no_wrap=True, max_width=60, overflow="ellipsis")
     for job in report.failed:
-        table.add_row(job.id[:16] + "…", job.shop_id, job.order_id, f"{job.error_class}: {job.error_message}")
+        # the whole id: `cvco-ipn failed show` and `replay` take it as printed
+        table.add_row(
+            *map(cell, (job.id, job.shop_id, job.order_id, f"{job.error_class}: {job.error_message}"))
+        )
     console.print(table)
     console.print(
         "The parked job is the deliberately broken notification: correctly signed, so the receiver answered "
         "200 and kept it,\nbut its vads_payment_seq is not JSON. An operator sees it with "
-        "`cvco-ipn failed list` and can replay it once fixed."
+        "`cvco-ipn failed list`; replaying cannot fix it, so it is closed with\n"
+        "`cvco-ipn failed discard ID --reason TEXT` (kept for audit in `cvco-ipn failed list --discarded`)."
     )
 
 
@@ -99,9 +106,15 @@ def print_outcome(report: DemoReport, console: Console) -> None:
     if report.problems:
         console.print("[red bold]MISSING OR UNEXPECTED:[/red bold]")
         for problem in report.problems:
-            console.print(f"  [red]{problem}[/red]")
+            console.print(cell(f"  {problem}"), style="red")
     else:
         console.print("[green bold]every scenario gave exactly the events it should[/green bold]")
+    if report.embedded:
+        console.print(
+            f"The embedded Redis at {report.redis_url} is gone now the demo has ended, with its events and "
+            "parked job: point CVCO_REDIS_URL at a Redis of yours to keep them for `cvco-ipn failed` and "
+            "`cvco-ipn events tail`."
+        )
 
 
 async def _demo(args: argparse.Namespace, console: Console) -> DemoReport:

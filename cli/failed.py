@@ -1,56 +1,34 @@
-"""`cvco-ipn failed list|show` and `cvco-ipn replay`: the operator's view of parked jobs.
+"""`cvco-ipn failed list|show|discard`: the operator's view of parked jobs, and closing those that
+can never succeed.
 
-Replay needs no running worker: it queues each parked notification again as a fresh arq job
-`replay:<id>:<n>` (same JSON payload); a worker that processes it successfully removes the entry.
-Replaying twice is harmless: the same entry gives the same job id until it is parked again, and the
-workers' exactly-once apply publishes nothing twice.
+An id may be given by any prefix that names one parked job (`ipn:0848f3` for `ipn:0848f3c3…`).
+`discard` moves entries to the audit records of workers/discarded_store.py (`failed list --discarded`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import re
-import sys
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.exceptions import RedisError
-from rich.console import Console
+from redis.asyncio import Redis
 from rich.table import Table
 
-from schemas.job import PROCESS_NOTIFICATION
-from schemas.settings import Settings, load_settings
-from workers import failed_store
+from cli.runner import UsageError, parse_since, run_with_redis
+from cli.text import cell, console, is_terminal, json_text, literal
+from core import keys
+from schemas.settings import Settings
+from workers import discarded_store, failed_store
+from workers.discarded_store import DiscardedJob
 from workers.failed_store import FailedJob
-from workers.worker import arq_client
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_GLOB_SPECIAL = str.maketrans({char: "\\" + char for char in "*?[]\\"})
 
 
-class UsageError(Exception):
-    """A bad argument: exit 2 with this one-line reason."""
-
-
-def parse_since(value: str, now: float | None = None) -> float:
-    """`2h`, `30m`, `1d` (ago) or an ISO date/time (UTC when no offset): epoch seconds."""
-    current = time.time() if now is None else now
-    match = _DURATION.fullmatch(value.strip())
-    if match:
-        return current - int(match.group(1)) * _UNIT_S[match.group(2)]
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise UsageError(f"--since {value!r}: expected a duration like 2h, 30m, 1d or an ISO date") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-def _add_filters(parser: argparse.ArgumentParser) -> None:
+def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--since", help="only jobs that last failed since: a duration (2h, 30m, 1d) or an ISO date"
     )
@@ -59,37 +37,42 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
-    failed = commands.add_parser("failed", help="inspect parked (failed) notification jobs")
+    failed = commands.add_parser("failed", help="inspect parked (failed) notification jobs, discard them")
     actions = failed.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="parked jobs, one a line: id, when, shop, order, error")
     listing.add_argument("--json", action="store_true", help="a JSON array instead of text")
-    _add_filters(listing)
+    listing.add_argument(
+        "--discarded",
+        action="store_true",
+        help="the discarded jobs' audit records instead: id, when discarded, shop, order, error, reason",
+    )
+    add_filters(listing)
     listing.set_defaults(handler=run_list)
     show = actions.add_parser("show", help="the raw notification and the whole error")
-    show.add_argument("id")
+    show.add_argument("id", help="a parked (or discarded) job's id, or a prefix naming one")
     show.add_argument("--json", action="store_true", help="the entry as one JSON object")
     show.set_defaults(handler=run_show)
-    replay = commands.add_parser(
-        "replay", help="re-queue parked jobs; a replay that succeeds leaves the list"
+    discard = actions.add_parser(
+        "discard",
+        help="close parked jobs that will never be processed, keeping an audit record",
+        description="Remove parked jobs an operator decided will never be processed (an unparsable "
+        "notification, a test shop gone). Each leaves an audit record (when, reason, the raw notification) "
+        "listed by `cvco-ipn failed list --discarded`; the same notification failing again is not mailed.",
     )
-    replay.add_argument(
-        "ids", nargs="*", metavar="ID", help="parked job ids, as `cvco-ipn failed list` shows them"
-    )
-    replay.add_argument("--all", action="store_true", help="every parked job (after the filters)")
-    replay.add_argument("--dry-run", action="store_true", help="say what would be queued, queue nothing")
-    _add_filters(replay)
-    replay.set_defaults(handler=run_replay)
+    discard.add_argument("ids", nargs="+", metavar="ID", help="parked job ids, or prefixes naming one each")
+    discard.add_argument("--reason", required=True, help="why, for the audit record (required)")
+    discard.set_defaults(handler=run_discard)
 
 
-def _when(epoch: float) -> str:
+def when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _as_json(entry: FailedJob, *, full: bool = False) -> dict[str, Any]:
+def as_json(entry: FailedJob, *, full: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": entry.id,
-        "failed_at": _when(entry.last_failed_at),
-        "first_failed_at": _when(entry.first_failed_at),
+        "failed_at": when(entry.last_failed_at),
+        "first_failed_at": when(entry.first_failed_at),
         "shop_id": entry.shop_id or None,
         "order_id": entry.order_id or None,
         "trans_id": entry.trans_id or None,
@@ -105,134 +88,174 @@ def _as_json(entry: FailedJob, *, full: bool = False) -> dict[str, Any]:
     return data
 
 
-async def _select(redis: ArqRedis, args: argparse.Namespace) -> list[FailedJob]:
-    since = parse_since(args.since) if args.since else None
+def _discarded_json(record: DiscardedJob, *, full: bool = True) -> dict[str, Any]:
+    return {
+        **as_json(record.job, full=full),
+        "discarded_at": when(record.discarded_at),
+        "reason": record.reason,
+    }
+
+
+def _wanted(entry: FailedJob, args: argparse.Namespace) -> bool:
     error = (args.error or "").lower()
-    return [
-        entry
-        async for entry in failed_store.iter_failed(redis, since=since)
-        if (not args.shop or entry.shop_id == args.shop) and error in entry.error_class.lower()
+    return (not args.shop or entry.shop_id == args.shop) and error in entry.error_class.lower()
+
+
+async def select(redis: Redis, args: argparse.Namespace) -> list[FailedJob]:
+    """The parked jobs the filters (--since, --shop, --error) keep, oldest failure first."""
+    since = parse_since(args.since) if args.since else None
+    return [entry async for entry in failed_store.iter_failed(redis, since=since) if _wanted(entry, args)]
+
+
+async def _ids_with_prefix(redis: Redis, index: str, prefix: str) -> list[str]:
+    pattern = prefix.translate(_GLOB_SPECIAL) + "*"
+    return sorted([member.decode() async for member, _ in redis.zscan_iter(index, match=pattern)])
+
+
+async def resolve_id(redis: Redis, given: str, index: str = keys.FAILED_INDEX) -> str | None:
+    """The one id of `index` that is `given` or starts with it; None when none does; a usage error when
+    several do."""
+    if await redis.zscore(index, given) is not None:
+        return given
+    matches = await _ids_with_prefix(redis, index, given)
+    if len(matches) > 1:
+        shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise UsageError(f"{given!r} names {len(matches)} jobs ({literal(shown)}): give more of the id")
+    return matches[0] if matches else None
+
+
+async def find_parked(redis: Redis, ids: list[str]) -> list[FailedJob]:
+    """The parked entries the ids (or prefixes) name, in order; any id naming none is a usage error."""
+    entries: dict[str, FailedJob] = {}
+    unknown: list[str] = []
+    for given in dict.fromkeys(ids):
+        failed_id = await resolve_id(redis, given)
+        entry = await failed_store.get(redis, failed_id) if failed_id else None
+        if entry is None:
+            unknown.append(given)
+        else:
+            entries[entry.id] = entry
+    if unknown:
+        raise UsageError(
+            f"not in the failed list (already replayed or discarded, or a wrong id): {literal(', '.join(unknown))}"
+        )
+    return list(entries.values())
+
+
+def _print_rows(rows: Sequence[tuple[str, ...]], header: tuple[str, ...], title: str) -> None:
+    if is_terminal():
+        table = Table(*header, title=title)
+        for row in rows:
+            table.add_row(*map(cell, row))
+        console().print(table)
+        return
+    for row in rows:
+        # a tab inside a value is escaped too, so a line always has exactly its columns
+        print("\t".join(map(literal, row)))
+
+
+def _print_list(entries: list[FailedJob], as_json_list: bool) -> None:
+    if as_json_list:
+        print(json_text([as_json(entry) for entry in entries], indent=2))
+        return
+    rows = [
+        (e.id, when(e.last_failed_at), e.shop_id or "-", e.order_id or "-", e.error_class) for e in entries
     ]
+    _print_rows(rows, ("id", "when", "shop", "order", "error"), f"{len(rows)} parked job(s)")
 
 
-def _print_list(entries: list[FailedJob], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([_as_json(entry) for entry in entries], indent=2, ensure_ascii=False))
+async def _list_discarded(redis: Redis, args: argparse.Namespace) -> None:
+    since = parse_since(args.since) if args.since else None
+    records = [
+        record
+        async for record in discarded_store.iter_discarded(redis, since=since)
+        if _wanted(record.job, args)
+    ]
+    if args.json:
+        print(json_text([_discarded_json(record) for record in records], indent=2))
         return
     rows = [
         (
-            entry.id,
-            _when(entry.last_failed_at),
-            entry.shop_id or "-",
-            entry.order_id or "-",
-            entry.error_class,
+            r.job.id,
+            when(r.discarded_at),
+            r.job.shop_id or "-",
+            r.job.order_id or "-",
+            r.job.error_class,
+            r.reason,
         )
-        for entry in entries
+        for r in records
     ]
-    if sys.stdout.isatty():
-        table = Table("id", "when", "shop", "order", "error", title=f"{len(rows)} parked job(s)")
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-        return
-    for row in rows:
-        print("\t".join(row))
+    header = ("id", "discarded", "shop", "order", "error", "reason")
+    _print_rows(rows, header, f"{len(rows)} discarded job(s)")
 
 
 async def _list(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
-    _print_list(await _select(redis, args), args.json)
+    if args.discarded:
+        await _list_discarded(redis, args)
+    else:
+        _print_list(await select(redis, args), args.json)
     return 0
+
+
+async def _find_for_show(redis: Redis, given: str) -> tuple[FailedJob, DiscardedJob | None]:
+    failed_id = await resolve_id(redis, given)
+    entry = await failed_store.get(redis, failed_id) if failed_id else None
+    if entry is not None:
+        return entry, None
+    discarded_id = await resolve_id(redis, given, keys.DISCARDED_INDEX)
+    record = await discarded_store.get(redis, discarded_id) if discarded_id else None
+    if record is None:
+        raise UsageError(f"no parked or discarded job with id {given!r} (see cvco-ipn failed list)")
+    return record.job, record
 
 
 async def _show(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
-    entry = await failed_store.get(redis, args.id)
-    if entry is None:
-        raise UsageError(f"no parked job with id {args.id!r} (see cvco-ipn failed list)")
-    data = _as_json(entry, full=True)
+    entry, record = await _find_for_show(redis, args.id)
+    data = _discarded_json(record) if record else as_json(entry, full=True)
     if args.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(json_text(data, indent=2))
         return 0
-    for name in (
-        "id",
-        "failed_at",
-        "first_failed_at",
-        "tries",
-        "shop_id",
-        "order_id",
-        "trans_id",
-        "trans_uuid",
-    ):
-        print(f"{name}: {data[name] if data[name] is not None else '-'}")
-    print(f"error: {entry.error_class}: {entry.error_message}")
-    print(f"replay with: cvco-ipn replay {entry.id}")
+    names = ["id", "failed_at", "first_failed_at", "tries", "shop_id", "order_id", "trans_id", "trans_uuid"]
+    for name in [*names, *(("discarded_at", "reason") if record else ())]:
+        print(f"{name}: {literal(data[name]) if data[name] is not None else '-'}")
+    print(f"error: {literal(entry.error_class)}: {literal(entry.error_message)}")
+    if record is None:
+        print(f"replay with: cvco-ipn replay {literal(entry.id)}")
     print("\nnotification:")
-    print(json.dumps(data["notification"], indent=2, ensure_ascii=False))
+    print(json_text(data["notification"], indent=2))
     print("\ntraceback:")
-    print(entry.traceback.rstrip())
+    # the traceback's lines stay lines, indented: a newline a value put in the message cannot pose as a field
+    for line in entry.traceback.rstrip().split("\n"):
+        print("  " + literal(line))
     return 0
 
 
-async def _replay(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
-    if bool(args.ids) == bool(args.all):
-        raise UsageError("name the jobs to replay (ID...) or --all, not both")
-    if args.all:
-        entries = await _select(redis, args)
-    else:
-        found = {failed_id: await failed_store.get(redis, failed_id) for failed_id in dict.fromkeys(args.ids)}
-        unknown = [failed_id for failed_id, entry in found.items() if entry is None]
-        if unknown:
-            raise UsageError(
-                f"not in the failed list (already replayed, or a wrong id): {', '.join(unknown)}"
-            )
-        wanted = {entry.id for entry in await _select(redis, args)}
-        entries = [entry for entry in found.values() if entry is not None and entry.id in wanted]
-    queued = 0
+async def _discard(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
+    reason = args.reason.strip()
+    if not reason:
+        raise UsageError("--reason must say why (it is kept in the audit record)")
+    entries = await find_parked(redis, args.ids)
     for entry in entries:
-        job_id = entry.replay_job_id
-        what = f"{entry.id} as job {job_id} (shop {entry.shop_id or '-'}, order {entry.order_id or '-'}, {entry.error_class})"
-        if args.dry_run:
-            print(f"would queue {what}")
-            continue
-        job = await redis.enqueue_job(
-            PROCESS_NOTIFICATION, json.loads(entry.payload), _job_id=job_id, _queue_name=settings.queue_name
+        moved = await discarded_store.discard(
+            redis,
+            entry.id,
+            reason,
+            max_age_s=settings.discarded_max_age_s,
+            keep_max=settings.discarded_max,
         )
-        print(f"queued {what}" if job is not None else f"already queued {what}")
-        queued += job is not None
-    verb = "would queue" if args.dry_run else "queued"
-    print(f"{verb} {len(entries) if args.dry_run else queued} of {len(entries)} parked job(s)")
+        what = f"{entry.id} (shop {entry.shop_id or '-'}, order {entry.order_id or '-'}, {entry.error_class})"
+        print(literal(f"discarded {what}" if moved else f"already gone {what} (replayed meanwhile?)"))
+    print(f"discarded {len(entries)} job(s); see cvco-ipn failed list --discarded")
     return 0
-
-
-Action = Callable[[ArqRedis, Settings, argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-def _run(action: Action, args: argparse.Namespace) -> int:
-    settings = load_settings()
-
-    async def main() -> int:
-        redis = arq_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
-        try:
-            return await action(redis, settings, args)
-        finally:
-            await redis.aclose(close_connection_pool=True)
-
-    try:
-        return asyncio.run(main())
-    except UsageError as e:
-        sys.stderr.write(f"cvco-ipn: {e}\n")
-        return 2
-    except (RedisError, OSError) as e:
-        sys.stderr.write(f"cvco-ipn: Redis unavailable at CVCO_REDIS_URL: {type(e).__name__}: {e}\n")
-        return 1
 
 
 def run_list(args: argparse.Namespace) -> int:
-    return _run(_list, args)
+    return run_with_redis(_list, args)
 
 
 def run_show(args: argparse.Namespace) -> int:
-    return _run(_show, args)
+    return run_with_redis(_show, args)
 
 
-def run_replay(args: argparse.Namespace) -> int:
-    return _run(_replay, args)
+def run_discard(args: argparse.Namespace) -> int:
+    return run_with_redis(_discard, args)

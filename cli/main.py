@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import demo, events, failed, form, payment, rejected, serve, simulate, worker
+from cli import demo, events, failed, form, payment, rejected, replay, serve, simulate, worker
 from core.redis_connection import exit_if_credentials_refused
 from schemas.settings import load_settings
 
-COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, events, rejected, payment)
+COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, replay, events, rejected, payment)
 REDIS_COMMANDS = frozenset({"form", "failed", "replay", "events", "rejected"})
 """The one-shot commands on the deployment's Redis: credentials it refuses exit 2 before they start, as
 `serve` and `worker` do (which check at their own start)."""
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in REDIS_COMMANDS:
-        exit_if_credentials_refused(load_settings())
+        exit_if_credentials_refused(load_settings(without_shops=True))
     status: int = args.handler(args)
     return status
 

@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cli.failed import UsageError, parse_since
+from cli.runner import UsageError, parse_since
 from core.redis_connection import redis_client
 from ingest.body import BodyError, parse_form_body, signed_fields
 from ingest.checks import check_notification

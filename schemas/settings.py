@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     forensics_maxlen: int = Field(1000, ge=1, description="rejected requests kept, per reason")
     forensics_max_age_s: int = Field(7 * 86400, ge=60, description="age after which they expire")
     failed_max: int = Field(100_000, ge=10, description="parked jobs kept before the oldest are dropped")
+    discarded_max: int = Field(10_000, ge=10, description="discarded jobs' audit records kept at most")
+    discarded_max_age_s: int = Field(
+        90 * 86400, ge=86400, description="age after which a discarded job's audit record expires"
+    )
     failed_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="same, in bytes")
     alert_window_s: int = Field(900, ge=1, description="at most one mail per alert kind and shop per window")
     sigfail_alert_threshold: int = Field(20, ge=1)
@@ -191,10 +195,14 @@ def describe_validation_error(error: ValidationError, prefix: str = "CVCO_") -> 
     return f"{name}{'[' + detail + ']' if detail else ''}: {message}{more}"
 
 
-def load_settings(*, require_shops: bool = False) -> Settings:
-    """Settings from the environment; a bad value exits 2 with a one-line reason on stderr."""
+def load_settings(*, require_shops: bool = False, without_shops: bool = False) -> Settings:
+    """Settings from the environment; a bad value exits 2 with a one-line reason on stderr.
+
+    `without_shops`: for commands that never verify a signature (operator commands), `CVCO_SHOPS` is not
+    read at all, so a broken one does not stop them.
+    """
     try:
-        settings = Settings()
+        settings = Settings(shops={}) if without_shops else Settings()
     except (ValidationError, SettingsError) as e:
         reason = describe_validation_error(e) if isinstance(e, ValidationError) else str(e)
         sys.stderr.write(f"cvco-ipn: bad configuration: {reason}\n")

@@ -59,10 +59,11 @@ async def park(redis: Redis, settings: Settings, failed_id: str, trans_id: str =
     await park_job(ctx, settings, {"fields": fields, "request_id": "r"}, error, failed_id)
 
 
-async def test_one_parked_job_gives_one_mail_with_the_replay_command(
+async def test_one_parked_job_gives_one_mail_with_the_commands(
     redis: Redis, settings: Settings, smtp_server: SmtpServer
 ) -> None:
-    """The mail says what happened, the consequence, the exact commands and the notification summary."""
+    """The mail says what happened, the consequence, the exact commands and the notification summary; for an
+    unparsable notification, that replaying cannot help and how to discard it."""
     settings = mail_settings(settings, smtp_server.url)
     await park(redis, settings, "ipn:one")
     assert await deliver_alerts(redis, settings) == 1
@@ -70,7 +71,8 @@ async def test_one_parked_job_gives_one_mail_with_the_replay_command(
     envelope = smtp_server.mailbox.messages[0]
     assert envelope.rcpt_tos == ["ops@example.com"]
     text = body(envelope)
-    assert "cvco-ipn replay ipn:one" in text
+    assert "Rejouer ne servira à rien" in text and "cvco-ipn replay" not in text
+    assert 'cvco-ipn failed discard ipn:one --reason "..."' in text
     assert "cvco-ipn failed show ipn:one" in text
     assert "InvalidNotification" in text
     for shown in ("12345678", "CMD-42", "xyz789", "0123456789abcdef0123456789abcdef", "4500", "AUTHORISED"):
@@ -95,7 +97,7 @@ async def test_fifty_parked_jobs_in_a_window_give_one_mail_then_a_count(
     assert len(smtp_server.mailbox.messages) == 2
     summary = body(smtp_server.mailbox.messages[1])
     assert "49 alertes de ce type regroupées" in summary
-    assert "cvco-ipn replay ipn:burst-49" in summary
+    assert "cvco-ipn failed discard ipn:burst-49" in summary
     await asyncio.sleep(1.2)
     assert await deliver_alerts(redis, settings) == 0
 
@@ -114,7 +116,7 @@ async def test_smtp_down_keeps_the_alert_and_sends_it_once_smtp_is_back(
     assert await deliver_alerts(redis, up) == 1
     assert await deliver_alerts(redis, up) == 0
     assert len(smtp_server.mailbox.messages) == 1
-    assert "cvco-ipn replay ipn:while-down" in body(smtp_server.mailbox.messages[0])
+    assert "cvco-ipn failed discard ipn:while-down" in body(smtp_server.mailbox.messages[0])
 
 
 async def test_alerts_of_different_shops_or_kinds_are_not_folded_together(
@@ -158,7 +160,7 @@ async def test_an_alert_left_by_a_sender_killed_mid_send_is_mailed_by_the_next(
     assert await redis.llen(ALERT_SENDING) == 1  # type: ignore[misc]  # async client
     await asyncio.sleep(0.4)
     assert await deliver_alerts(redis, settings) == 1
-    assert "cvco-ipn replay ipn:orphan" in body(smtp_server.mailbox.messages[0])
+    assert "cvco-ipn failed discard ipn:orphan" in body(smtp_server.mailbox.messages[0])
     assert await redis.llen(ALERT_SENDING) == 0  # type: ignore[misc]  # async client
     assert await redis.llen(ALERT_OUTBOX) == 0  # type: ignore[misc]  # async client
     assert await redis.exists(ALERT_SENDER_LEASE) == 0
@@ -185,4 +187,4 @@ async def test_a_summary_cut_short_mid_send_keeps_its_count_for_the_next_sender(
     assert await deliver_alerts(redis, settings) == 1
     summary = body(smtp_server.mailbox.messages[1])
     assert "2 alertes de ce type regroupées" in summary
-    assert "cvco-ipn replay ipn:fold-2" in summary
+    assert "cvco-ipn failed discard ipn:fold-2" in summary

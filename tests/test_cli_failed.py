@@ -137,7 +137,7 @@ async def test_filters_select_by_shop_error_and_time(
 @pytest.mark.parametrize(
     ("argv", "reason"),
     [
-        (("failed", "show", "ipn:nope"), "no parked job with id 'ipn:nope'"),
+        (("failed", "show", "ipn:nope"), "no parked or discarded job with id 'ipn:nope'"),
         (("replay",), "name the jobs to replay"),
         (("replay", "a", "--all"), "name the jobs to replay"),
         (("failed", "list", "--since", "yesterday"), "--since 'yesterday'"),

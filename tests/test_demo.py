@@ -83,6 +83,8 @@ def test_demo_with_no_configuration_shows_every_scenarios_events_and_the_parked_
     assert "RETRY" in {row[6] for row in events if row[1] == "retry"}
     (parked,) = _table_rows(out, "Failed (parked) jobs")
     assert parked[1] == "12345678" and "InvalidNotification: vads_payment_seq" in parked[3]
+    assert len(parked[0]) == len("ipn:") + 64  # the whole id, as `failed show` and `replay` take it
+    assert "is gone now the demo has ended" in out
     assert "every scenario gave exactly the events it should" in out
     port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/0", out).group(1))  # type: ignore[union-attr]  # printed first, asserted by the matches above
     with socket.socket() as sock:

@@ -35,7 +35,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from core.keys import PAYMENT_PREFIX, REFUND_TARGET_PREFIX, SESSION_RECORD_PREFIX, SESSIONS_KEY
+from core.keys import (
+    HISTORY_PREFIX,
+    PAYMENT_PREFIX,
+    REF_PREFIX,
+    REFUND_TARGET_PREFIX,
+    SESSION_RECORD_PREFIX,
+    SESSIONS_KEY,
+)
 from schemas.job import QueuedNotification
 from schemas.notification import payment_key
 from schemas.settings import Settings
@@ -43,8 +50,6 @@ from workers.decide import Decision
 from workers.events import event_json
 from workers.history import (
     HISTORY_CAP,
-    HISTORY_PREFIX,
-    REF_PREFIX,
     REMEMBER_LUA,
     entry_json,
     parked_entry,

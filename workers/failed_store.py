@@ -230,7 +230,8 @@ async def resolve(redis: Redis, failed_id: str) -> bool:
     return bool(removed)
 
 
-def _decode(raw: Mapping[bytes, bytes]) -> FailedJob:
+def decode_entry(raw: Mapping[bytes, bytes]) -> FailedJob:
+    """An entry from its hash, as `HGETALL` returns it."""
     data = {key.decode(): value.decode() for key, value in raw.items()}
     return FailedJob(
         id=data.get("id", ""),
@@ -253,7 +254,7 @@ def _decode(raw: Mapping[bytes, bytes]) -> FailedJob:
 async def get(redis: Redis, failed_id: str) -> FailedJob | None:
     """One entry by id, or None."""
     raw = await redis.hgetall(FAILED_PREFIX + failed_id)  # type: ignore[misc]  # async client
-    return _decode(raw) if raw else None
+    return decode_entry(raw) if raw else None
 
 
 async def count(redis: Redis) -> int:
@@ -275,5 +276,5 @@ async def iter_failed(redis: Redis, *, since: float | None = None) -> AsyncItera
             entries = await pipe.execute()
         for raw in entries:
             if raw:  # resolved between the two reads
-                yield _decode(raw)
+                yield decode_entry(raw)
         start += len(ids)

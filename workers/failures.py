@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from schemas.errors import TRANSIENT_ERRORS, PermanentError
 from schemas.job import PROCESS_NOTIFICATION
 from schemas.settings import Settings
-from workers import failed_store
+from workers import discarded_store, failed_store
 from workers.alerts import ALL_SHOPS, Alert, notification_summary, record_alert
 from workers.apply import record_parked
 from workers.context import WorkerContext, arq_function
@@ -65,7 +65,26 @@ def is_permanent(error: BaseException) -> bool:
     return isinstance(error, PermanentError | ValidationError)
 
 
+UNREPLAYABLE_ERRORS = frozenset({"InvalidNotification", "ValidationError", "MalformedCascade"})
+"""Errors in the notification itself: the same bytes fail the same way however often they are replayed."""
+
+
 def parked_alert(entry: failed_store.FailedJob) -> Alert:
+    if entry.error_class in UNREPLAYABLE_ERRORS:
+        actions: tuple[str, ...] = (
+            f"Voir l'erreur complète : cvco-ipn failed show {entry.id}",
+            "Rejouer ne servira à rien : la notification elle-même est illisible. Vérifier le paiement dans "
+            "le back-office de la plateforme, puis clore l'entrée : "
+            f'cvco-ipn failed discard {entry.id} --reason "..."',
+            "Liste de tous les échecs : cvco-ipn failed list",
+        )
+    else:
+        actions = (
+            f"Voir l'erreur complète : cvco-ipn failed show {entry.id}",
+            f"Corriger la cause (clé de boutique, configuration...), puis rejouer : cvco-ipn replay {entry.id}",
+            f'Si elle ne doit jamais être traitée : cvco-ipn failed discard {entry.id} --reason "..."',
+            "Liste de tous les échecs : cvco-ipn failed list",
+        )
     return Alert(
         kind="job_parked",
         shop_id=entry.shop_id or ALL_SHOPS,
@@ -77,11 +96,7 @@ def parked_alert(entry: failed_store.FailedJob) -> Alert:
             "Elle est mise de côté dans la file des échecs : l'état du paiement n'est pas à jour et aucun "
             "événement n'a été publié pour elle. La plateforme ne la renverra pas."
         ),
-        actions=(
-            f"Voir l'erreur complète : cvco-ipn failed show {entry.id}",
-            f"Corriger la cause (clé de boutique, configuration...), puis rejouer : cvco-ipn replay {entry.id}",
-            "Liste de tous les échecs : cvco-ipn failed list",
-        ),
+        actions=actions,
         summary=notification_summary(entry.fields()),
     )
 
@@ -108,6 +123,10 @@ async def park_job(
     redis = ctx["redis"]
     job_try = int(ctx["job_try"])
     try:
+        if await discarded_store.is_discarded(redis, failed_id):
+            # an operator closed this notification for good: its audit record stays, no new entry, no mail
+            log.warning("discarded_job_failed_again", failed_id=failed_id, error=type(error).__name__)
+            return
         dropped = await failed_store.park(
             redis,
             failed_id=failed_id,

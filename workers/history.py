@@ -25,8 +25,6 @@ from schemas.job import QueuedNotification
 from workers.decide import Decision
 from workers.payment import PaymentState
 
-HISTORY_PREFIX = "cvco:history:"
-REF_PREFIX = "cvco:ref:"
 HISTORY_CAP = 50
 """Entries kept per payment: a payment's life is a handful of notifications; a storm keeps its latest."""
 DROPPED_FIELD = "hd"

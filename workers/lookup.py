@@ -15,8 +15,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.keys import PAYMENT_PREFIX
-from workers.history import DROPPED_FIELD, HISTORY_PREFIX, REF_PREFIX
+from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX
+from workers.history import DROPPED_FIELD
 
 _NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
 

@@ -18,14 +18,13 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.keys import PAYMENT_PREFIX
+from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
 from tests.notifications import notification, queued
 from tests.perf.bench_worker import _settings, _trans_id
 from tests.reliability.notifications import trans_uuid_for
 from tests.reliability.processes import Cluster
-from workers.history import HISTORY_PREFIX, REF_PREFIX
 from workers.payment_updates import handle_notification
 
 BATCH = 200
