@@ -63,6 +63,10 @@ def test_every_contract_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> Non
         ("CVCO_MAX_TRIES", "lots", "CVCO_MAX_TRIES:"),
         ("CVCO_SMTP_URL", "mail.example:25", "CVCO_SMTP_URL: must look like smtp://"),
         ("CVCO_REDIS_URL", "localhost:6379", "CVCO_REDIS_URL: must be a redis://"),
+        ("CVCO_REDIS_SENTINELS", "sentinel-1", "CVCO_REDIS_SENTINELS: 'sentinel-1' is not host:port"),
+        ("CVCO_REDIS_SENTINELS", "s:0", "CVCO_REDIS_SENTINELS: 's:0' is not host:port"),
+        ("CVCO_REDIS_CA_FILE", "/no/such/ca.pem", "CVCO_REDIS_CA_FILE: no such file: /no/such/ca.pem"),
+        ("CVCO_REDIS_MIN_REPLICAS", "-1", "CVCO_REDIS_MIN_REPLICAS:"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_line(

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from core.keys import DISCARDED_INDEX, DISCARDED_PREFIX, FAILED_INDEX, FAILED_PREFIX
-from workers.failed_store import FailedJob, decode_entry
-
-_SCAN_CHUNK = 500
+from workers.failed_store import FailedJob, decode_entry, iter_index
 
 # KEYS: failed entry, failed index, discarded record, discarded index.
 # ARGV: id, now, reason, max age (s), keep max, discarded prefix. Returns 1 if the entry was parked.
@@ -110,17 +108,5 @@ def _decode(raw: Mapping[bytes, bytes]) -> DiscardedJob:
 
 async def iter_discarded(redis: Redis, *, since: float | None = None) -> AsyncIterator[DiscardedJob]:
     """Records from the oldest discard to the newest, optionally only those discarded since `since`."""
-    low: float | str = "-inf" if since is None else since
-    start = 0
-    while True:
-        ids = await redis.zrangebyscore(DISCARDED_INDEX, low, "+inf", start=start, num=_SCAN_CHUNK)
-        if not ids:
-            return
-        async with redis.pipeline(transaction=False) as pipe:
-            for failed_id in ids:
-                pipe.hgetall(DISCARDED_PREFIX + failed_id.decode())
-            records = await pipe.execute()
-        for raw in records:
-            if raw:  # expired between the two reads
-                yield _decode(raw)
-        start += len(ids)
+    async for raw in iter_index(redis, DISCARDED_INDEX, DISCARDED_PREFIX, since=since):
+        yield _decode(raw)

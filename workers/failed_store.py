@@ -262,19 +262,28 @@ async def count(redis: Redis) -> int:
     return int(await redis.zcard(FAILED_INDEX))
 
 
-async def iter_failed(redis: Redis, *, since: float | None = None) -> AsyncIterator[FailedJob]:
-    """Entries from the oldest failure to the newest, optionally only those that failed since `since`."""
+async def iter_index(
+    redis: Redis, index: str, prefix: str, *, since: float | None = None
+) -> AsyncIterator[dict[bytes, bytes]]:
+    """The hashes an index (id -> time) names, oldest first, optionally only from `since` on; a hash that
+    went away between the two reads is skipped."""
     low: float | str = "-inf" if since is None else since
     start = 0
     while True:
-        ids = await redis.zrangebyscore(FAILED_INDEX, low, "+inf", start=start, num=_SCAN_CHUNK)
+        ids = await redis.zrangebyscore(index, low, "+inf", start=start, num=_SCAN_CHUNK)
         if not ids:
             return
         async with redis.pipeline(transaction=False) as pipe:
-            for failed_id in ids:
-                pipe.hgetall(FAILED_PREFIX + failed_id.decode())
-            entries = await pipe.execute()
-        for raw in entries:
-            if raw:  # resolved between the two reads
-                yield decode_entry(raw)
+            for member in ids:
+                pipe.hgetall(prefix + member.decode())
+            hashes = await pipe.execute()
+        for raw in hashes:
+            if raw:
+                yield raw
         start += len(ids)
+
+
+async def iter_failed(redis: Redis, *, since: float | None = None) -> AsyncIterator[FailedJob]:
+    """Entries from the oldest failure to the newest, optionally only those that failed since `since`."""
+    async for raw in iter_index(redis, FAILED_INDEX, FAILED_PREFIX, since=since):
+        yield decode_entry(raw)
