@@ -49,7 +49,7 @@ def cell(value: object) -> Text:
 
 
 def json_text(data: Any, *, indent: int | None = None) -> str:
-    """JSON with non-ASCII kept readable, but every character `literal` escapes written as `\\uXXXX`.
+    """JSON with non-ASCII kept readable, but every character `literal` escapes written as `\\u` and four hex digits.
 
     `json.dumps` escapes C0 controls only; DEL, C1, U+2028 and bidi controls would go out raw, and a lone
     surrogate would fail at print. Outside strings JSON is plain ASCII, so each one is inside a string.
