@@ -58,7 +58,7 @@ async def receive_notification(request: web.Request) -> web.Response:
         check_notification(fields, settings)
     except Rejected as refusal:
         if refusal.kept == "signature":
-            metrics.signature_failures.labels(shop_id).inc()
+            metrics.signature_failures[shop_id or ""] += 1
         if refusal.kept is not None:
             await _keep(request, refusal, refusal.kept, fields, raw)
         raise
