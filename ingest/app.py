@@ -1,8 +1,8 @@
 """The receiver's aiohttp application: `create_app(settings)`.
 
 Resources are `cleanup_ctx` generators (Redis client, then the job-writing task); every refusal is mapped
-to HTTP in `answer_middleware`, which also binds the correlation ids, times the request, counts its
-outcome and writes the one summary line.
+to HTTP in `answer_middleware`, which also gives each request its `RequestContext` (ids, what the
+notification named), times the request, counts its outcome and writes the one summary line.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -82,27 +82,25 @@ _SERVER_ERRORS = OneLineServerErrors()
 
 @web.middleware
 async def answer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind correlation ids, run the handler, map refusals to one-line answers, count and log the request."""
+    """Give the request its context, run the handler, map refusals to one-line answers, count and log the
+    request; its lines carry the context's fields (`RequestContext.log_fields`)."""
     started = time.perf_counter()
     app = request.app
     method, path = request.method, request.path
     context = RequestContext(
-        request_id=secrets.token_hex(16),
+        request_id=f"{random.getrandbits(128):032x}",  # a correlation id, not a secret: no system call
         client_ip=client_address(
             request.remote, request.headers.getall("X-Forwarded-For", ()), app[SETTINGS].trusted_proxies
         ),
         received_at=datetime.now(UTC),
     )
     request[CONTEXT] = context
-    # aiohttp runs each request in a task of its own, on a copy of the connection's context: nothing
-    # bound here (or by the handler: shop, order, transaction) outlives the request
-    structlog.contextvars.bind_contextvars(request_id=context.request_id, client_ip=context.client_ip)
     try:
         response = await handler(request)
     except Exception as error:  # the one place where every failure becomes an HTTP answer
         refusal = _refusal(error)
         if refusal is None:
-            log.exception("request_failed", method=method, path=path)
+            log.exception("request_failed", method=method, path=path, **context.log_fields())
             refusal = _INTERNAL_ERROR
         status, context.outcome, reason = refusal
         response = web.Response(status=status, text=reason)
@@ -118,6 +116,7 @@ async def answer_middleware(request: web.Request, handler: Handler) -> web.Strea
         status=response.status,
         outcome=context.outcome,
         latency_ms=round(latency_s * 1000, 2),
+        **context.log_fields(),
     )
     return response
 

@@ -6,7 +6,6 @@ import asyncio
 import time
 from urllib.parse import urlencode
 
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -47,12 +46,8 @@ async def receive_notification(request: web.Request) -> web.Response:
     raw = await read_body(request, settings.body_timeout_s)
     fields = parse_form_body(raw)
     shop_id = fields.get("vads_site_id")
-    structlog.contextvars.bind_contextvars(
-        shop_id=shop_id,
-        order_id=fields.get("vads_order_id"),
-        trans_uuid=fields.get("vads_trans_uuid"),
-        trans_id=fields.get("vads_trans_id"),
-    )
+    context.shop_id, context.order_id = shop_id, fields.get("vads_order_id")
+    context.trans_uuid, context.trans_id = fields.get("vads_trans_uuid"), fields.get("vads_trans_id")
     metrics = app[METRICS]
     try:
         check_notification(fields, settings)

@@ -15,12 +15,28 @@ from schemas.settings import Settings
 
 @dataclass(slots=True)
 class RequestContext:
-    """Who sent the request, when, under which id, and how it ended (for the summary line and metrics)."""
+    """Who sent the request, when, under which id, what it named and how it ended: the request's log
+    fields and its metrics. A new one per request, so nothing of one request reaches the next one's lines."""
 
     request_id: str
     client_ip: str
     received_at: datetime
     outcome: RequestOutcome | None = None
+    shop_id: str | None = None
+    order_id: str | None = None
+    trans_uuid: str | None = None
+    trans_id: str | None = None
+
+    def log_fields(self) -> dict[str, str]:
+        """The correlation fields of the request's log lines: its ids, and what the notification named."""
+        named = {
+            "shop_id": self.shop_id,
+            "order_id": self.order_id,
+            "trans_uuid": self.trans_uuid,
+            "trans_id": self.trans_id,
+        }
+        ids = {"request_id": self.request_id, "client_ip": self.client_ip}
+        return ids | {name: value for name, value in named.items() if value is not None}
 
 
 SETTINGS = web.AppKey("settings", Settings)
