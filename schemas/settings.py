@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(
         10, ge=1, description="arq job timeout: a killed worker's job returns after it"
     )
+    refund_wait_s: int = Field(
+        7200, ge=0, description="a Back Office refund seen before its payment waits this long for it"
+    )
+    refund_retry_s: int = Field(60, ge=1, description="how often a waiting refund looks for its payment")
 
     @field_validator("shops", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ Entry points for the rest of the project:
   Raises a `PermanentError` for what retrying cannot fix (`core.signature.NotAuthentic` against this
   worker's settings, `InvalidNotification`, malformed cascade, unknown status); lets Redis
   errors (transient) and `StateContention` (a `TimeoutError`) propagate so the caller retries.
+  A Back Office refund seen before its payment is paid comes back as `waiting` (see `_payment_of`).
 - `publish_session_expiry(redis, settings, pending, now) -> JobOutcome`: a `payment.expired` event (status
   `EXPIRED`, source `SESSION_TIMEOUT`, trans_uuid null) unless the payment got past pending; two workers
   or a restart publish it once.
@@ -19,16 +20,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
 
 import structlog
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from core.keys import PAYMENT_PREFIX
 from core.sessions import track_session
 from core.signature import authenticate
-from schemas.job import QueuedNotification
+from schemas.job import PROCESS_NOTIFICATION, QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
@@ -40,6 +42,8 @@ from workers.payment import PaymentState, platform_reserved
 
 log = structlog.get_logger("cvco.worker")
 MAX_ATTEMPTS = 50
+WAIT_SUFFIX = ":wait-"
+"""A waiting refund's job id: the notification's job id, this, and when it was queued again."""
 
 
 class StateContention(TimeoutError):
@@ -48,12 +52,13 @@ class StateContention(TimeoutError):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """What a notification or an expiry did: `result` is published, duplicate or stale (ignored).
+    """What a notification or an expiry did: `result` is published, duplicate or stale (ignored), or
+    waiting (a refund whose payment is not known yet: queued again, see `_payment_of`).
 
     `flags` (only when published) name what the alerts watch (`workers.payment`'s flags).
     """
 
-    result: Result
+    result: Result | Literal["waiting"]
     payment_key: str
     event_type: str | None = None
     event_id: str | None = None
@@ -112,21 +117,23 @@ def _outcome(key: str, decision: Decision) -> JobOutcome:
     )
 
 
-async def _payment_of(redis: Redis, note: Notification) -> str:
-    """The payment a notification belongs to: its own key, or for a refund the paid payment of its order.
+async def _payment_of(redis: Redis, note: Notification) -> str | None:
+    """The payment a notification belongs to: its own key, or for a refund the paid payment of its order;
+    None for a Back Office refund whose order has no paid payment yet.
 
-    A refund made in the Back Office may carry its own trans_id (from the platform's reserved range) and
+    A refund made in the Back Office carries its own trans_id (from the platform's reserved range) and
     date; the platform's guidance is to attach it to the order (`vads_order_id`). A refund whose own key
     holds a payment stays with it, even when the order has other payments. Only refunds pay these reads.
     """
     own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
     if note.operation_type != "CREDIT" or note.order_id is None:
         return own
-    if not platform_reserved(note.trans_id) and await redis.exists(PAYMENT_PREFIX + own):
+    reserved = platform_reserved(note.trans_id)
+    if not reserved and await redis.exists(PAYMENT_PREFIX + own):
         return own
     target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
     if target is None:
-        return own
+        return None if reserved else own
     return target.decode() if isinstance(target, bytes) else str(target)
 
 
@@ -135,6 +142,12 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
     authenticate(queued.fields, settings)  # what the receiver checked, against this worker's own settings
     note = parse_notification(queued.fields)
     key = await _payment_of(redis, note)
+    if key is None:
+        own = payment_key(note.site_id, note.ctx_mode, note.trans_date, note.trans_id)
+        if datetime.now(UTC) - queued.received_at < timedelta(seconds=settings.refund_wait_s):
+            # its payment's notifications may still be on their way (the platform retries for an hour)
+            return JobOutcome(result="waiting", payment_key=own)
+        key = own  # past the wait: published on its own, flagged refund_unattached and alerted
     decision = await _apply_until_settled(
         redis,
         settings,
@@ -201,6 +214,8 @@ async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> d
     )
     try:
         outcome = await handle_notification(ctx["redis"], ctx["settings"], queued)
+        if outcome.result == "waiting":
+            await _look_again_later(ctx, payload)
     except Exception as e:
         log.warning(
             "job failed",
@@ -219,3 +234,22 @@ async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> d
         ms=round((time.perf_counter() - started) * 1000, 1),
     )
     return {"result": outcome.result, "payment_key": outcome.payment_key, "flags": list(outcome.flags)}
+
+
+async def _look_again_later(ctx: WorkerContext, payload: dict[str, Any]) -> None:
+    """Queue a waiting refund again as a job of its own, `refund_retry_s` from now (its tries start afresh).
+
+    The queue holds it meanwhile, as durable as any job; once its order has a paid payment it attaches
+    to it, and once `refund_wait_s` has passed since it was received it is published unattached.
+    """
+    settings = ctx["settings"]
+    base = str(ctx["job_id"]).split(WAIT_SUFFIX)[0]
+    job_id = f"{base}{WAIT_SUFFIX}{time.time_ns()}"
+    await cast(ArqRedis, ctx["redis"]).enqueue_job(  # the worker's redis is arq's ArqRedis
+        PROCESS_NOTIFICATION,
+        payload,
+        _job_id=job_id,
+        _queue_name=settings.queue_name,
+        _defer_by=settings.refund_retry_s,
+    )
+    log.info("refund_waiting", job_id=job_id, retry_in_s=settings.refund_retry_s)

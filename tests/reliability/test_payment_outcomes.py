@@ -33,9 +33,15 @@ Fields = dict[str, str]
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
-    """Redis, one receiver, two workers; a silent session expires at the first sweep after it is seen."""
+    """Redis, one receiver, two workers; a silent session expires at the first sweep after it is seen, a
+    Back Office refund waits 3 s for its payment, looking every second."""
     with Cluster(tmp_path_factory.mktemp("outcomes")) as cluster:
-        cluster.settings_env.update(CVCO_SESSION_TIMEOUT_S="1", CVCO_SESSION_GRACE_S="0")
+        cluster.settings_env.update(
+            CVCO_SESSION_TIMEOUT_S="1",
+            CVCO_SESSION_GRACE_S="0",
+            CVCO_REFUND_WAIT_S="3",
+            CVCO_REFUND_RETRY_S="1",
+        )
         cluster.start_redis()
         receiver = cluster.start_receiver()
         cluster.start_worker()
@@ -136,10 +142,15 @@ def types(events: list[dict[str, Any]]) -> list[str]:
     return [event["type"] for event in events]
 
 
+def logged(cluster: Cluster, *texts: str) -> bool:
+    """A worker logged a line holding all these texts."""
+    logs = "".join(s.log_text() for s in cluster.services if s.name.startswith("worker"))
+    return any(all(text in line for text in texts) for line in logs.splitlines())
+
+
 def alerted(cluster: Cluster, kind: str, key: str) -> bool:
     """A worker logged an alert of this kind for this payment (mail is not configured here)."""
-    logs = "".join(s.log_text() for s in cluster.services if s.name.startswith("worker"))
-    return any(f'"kind":"{kind}"' in line and key in line for line in logs.splitlines())
+    return logged(cluster, f'"kind":"{kind}"', key)
 
 
 @pytest.mark.parametrize("source", ["RETRY", "BO"])
@@ -162,7 +173,7 @@ def test_2_the_accepted_second_attempt_wins_in_either_order(system: tuple[Cluste
     assert types(events) == ["payment.accepted"] and state.phase == "accepted"
 
 
-def test_3_a_refund_first_waits_for_its_payment_and_a_bo_refund_attaches_by_order(
+def test_3_a_refund_first_waits_for_its_payment_and_a_bo_refund_attaches_by_order_in_either_order(
     system: tuple[Cluster, str],
 ) -> None:
     refund = notification("CAPTURED", amount=2000, uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO")
@@ -187,6 +198,13 @@ def test_3_a_refund_first_waits_for_its_payment_and_a_bo_refund_attaches_by_orde
     assert (attached.phase, attached.refunded_amount, attached.flags) == ("refunded", 5000, [])
     assert events_of(redis, key_of(own_refund)) == []
     assert events_of(redis, paid.key)[-1]["trans_id"] == "912345"
+
+    # the same refund processed before its payment: it waits, then ends exactly as above
+    assert post(url, {**own_refund, "vads_order_id": "order-C3c001"}) == 200
+    wait_until(lambda: logged(cluster, '"event":"refund_waiting"', "order-C3c001"), 10, "the refund waits")
+    waited, _ = deliver(system, [notification("CAPTURED")], "C3c001")
+    assert anonymous(waited, "C3c001") == anonymous(attached, "C3b001")
+    assert types(events_of(redis, waited.key)) == types(events_of(redis, paid.key))
 
     orphan = {**own_refund, "vads_trans_id": "954321", "vads_order_id": "order-nowhere"}
     assert post(url, orphan) == 200
