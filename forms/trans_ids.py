@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from core.keys import TRANS_ID_COUNTER_PREFIX, TRANS_ID_PERMUTATION_KEY
+from schemas.notification import platform_reserved
 
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 6
@@ -66,11 +67,6 @@ def encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
-def is_reserved(trans_id: str) -> bool:
-    """True for the platform's own ids, 900000 to 999999."""
-    return trans_id.isdigit() and trans_id >= "900000"
-
-
 def trans_id_for(index: int, shop_id: str, day: str, secret: bytes) -> str:
     """The id of the `index`-th form of a shop on a UTC day (`YYYYMMDD`), never a reserved one.
 
@@ -81,7 +77,7 @@ def trans_id_for(index: int, shop_id: str, day: str, secret: bytes) -> str:
         raise TransIdsExhausted(f"shop {shop_id} used all {INDICES} transaction ids of {day}")
     tweak = f"{shop_id}:{day}"
     trans_id = encode(permute(index, tweak, secret))
-    while is_reserved(trans_id):
+    while platform_reserved(trans_id):
         trans_id = encode(permute(int(trans_id, 36), tweak, secret))
     return trans_id
 

@@ -121,6 +121,12 @@ def payment_key(site_id: str, mode: str, trans_date: datetime, trans_id: str) ->
     return f"{site_id}:{mode}:{day.year:04d}{day.month:02d}{day.day:02d}:{trans_id.lower()}"
 
 
+def platform_reserved(trans_id: str) -> bool:
+    """900000-999999: ids the platform issues itself (Back Office refunds, duplications, payment orders),
+    which a shop's own forms never use."""
+    return trans_id.isdigit() and int(trans_id) >= 900000
+
+
 def _optional(fields: Mapping[str, str], name: str) -> str | None:
     value = fields.get(name)
     return value if value else None

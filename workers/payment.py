@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.errors import PermanentError
+from schemas.notification import platform_reserved
 from workers.status import STATUS_RANK, Phase, status_class, transaction_phase
 
 STATE_VERSION = 2
@@ -265,11 +266,6 @@ def announced_transactions(state: PaymentState) -> list[Transaction]:
         listed = [_latest_attempt(debits)] if debits else []
     refunds = [tx for tx in state.refunds.values() if status_class(tx.status) == "accepted"]
     return listed + sorted(refunds, key=lambda tx: tx.slot)
-
-
-def platform_reserved(trans_id: str) -> bool:
-    """900000-999999: ids the platform issues itself (Back Office refunds, duplications, payment orders)."""
-    return trans_id.isdigit() and int(trans_id) >= 900000
 
 
 def _unattachable(state: PaymentState) -> bool:

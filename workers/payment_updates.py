@@ -31,14 +31,14 @@ from core.keys import PAYMENT_PREFIX
 from core.sessions import track_session
 from core.signature import authenticate
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification
-from schemas.notification import Notification, parse_notification, payment_key
+from schemas.notification import Notification, parse_notification, payment_key, platform_reserved
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
 from workers.apply import VersionConflict, apply_decision, refund_target_key
 from workers.context import WorkerContext
 from workers.decide import Decision, Result, decide, decide_expiry
 from workers.history import expiry_entry, notification_entry
-from workers.payment import PaymentState, platform_reserved
+from workers.payment import PaymentState
 
 log = structlog.get_logger("cvco.worker")
 MAX_ATTEMPTS = 50
