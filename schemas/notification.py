@@ -22,7 +22,6 @@ OperationType = Literal["DEBIT", "CREDIT", "VERIFICATION"]
 _DIGITS = re.compile(r"[0-9]+")
 _TRANS_ID = re.compile(r"[0-9A-Za-z]{6}")
 _UUID = re.compile(r"[0-9a-fA-F]{32}")
-_PRODUCT = re.compile(r"vads_product_([a-z_]+?)(\d+)")
 
 
 class InvalidNotification(PermanentError, ValueError):
@@ -99,20 +98,6 @@ class Notification(BaseModel):
     def is_cascade(self) -> bool:
         """A cascade (part CVCO, the rest by another means) is `MULTI` with sequence number 0."""
         return self.card_brand == "MULTI" or self.sequence_number == 0
-
-    def group(self, prefix: str) -> dict[str, str]:
-        """The fields `vads_<prefix>*`, keyed by what follows the prefix (customer, shipping, ext_info)."""
-        start = "vads_" + prefix
-        return {name[len(start) :]: value for name, value in self.fields.items() if name.startswith(start)}
-
-    def products(self) -> list[dict[str, str]]:
-        """Cart lines from `vads_product_<attr>N`, in index order."""
-        lines: dict[int, dict[str, str]] = {}
-        for name, value in self.fields.items():
-            match = _PRODUCT.fullmatch(name)
-            if match:
-                lines.setdefault(int(match.group(2)), {})[match.group(1)] = value
-        return [lines[index] for index in sorted(lines)]
 
 
 def payment_key(site_id: str, mode: str, trans_date: datetime, trans_id: str) -> str:

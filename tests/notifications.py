@@ -10,9 +10,11 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from core.signature import sign_fields
+from schemas.event import PaymentEvent
 from schemas.job import PROCESS_NOTIFICATION, QueuedNotification, notification_job_id
 from schemas.settings import Settings, ShopConfig
 from tests.conftest import SHOP_ID
+from workers.decide import Decision
 from workers.worker import build_worker
 
 TRANS_DATE = "20240501120000"
@@ -128,3 +130,9 @@ async def drain(settings: Settings, workers: int = 1) -> int:
         for worker in built:
             await worker.close()
     return sum(worker.jobs_failed for worker in built)
+
+
+def event_of(decision: Decision) -> PaymentEvent:
+    """The decision's event as the contract's typed model, validated (the worker publishes its data as is)."""
+    assert decision.event_data is not None, "the decision publishes no event"
+    return PaymentEvent.model_validate(decision.event_data)

@@ -27,6 +27,7 @@ from tests.notifications import (
     UUID_PAY,
     UUID_REFUND,
     cascade,
+    event_of,
     leg,
     notification,
     queued,
@@ -73,8 +74,8 @@ def pure_final(notes: list[dict[str, str]]) -> tuple[object, list[str]]:
     for fields in notes:
         decision = decide(state, parse_notification(fields), RECEIVED_AT)
         state = decision.state or state
-        if decision.event:
-            ids.append(decision.event.event_id)
+        if decision.event_data:
+            ids.append(event_of(decision).event_id)
     return essence(state), ids
 
 

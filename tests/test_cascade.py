@@ -9,7 +9,7 @@ import pytest
 from schemas.notification import InvalidNotification, parse_notification
 from schemas.session import PendingPayment
 from tests.conftest import SHOP_ID
-from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_CB, UUID_PAY, cascade, leg, notification
+from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_CB, UUID_PAY, cascade, event_of, leg, notification
 from workers.cascade import MalformedCascade
 from workers.decide import Decision, decide, decide_expiry
 from workers.payment import CASCADE_PARTIAL, EXPIRED_AUTHORISED, ConflictingTransaction, PaymentState
@@ -30,8 +30,8 @@ def test_cvco_plus_card_covering_the_amount_is_accepted_with_its_cvco_part() -> 
     _, [decision] = run(
         cascade([leg(2, "CB", 4000, "AUTHORISED", UUID_CB), leg(1, "CVCO", 6000, "AUTHORISED", UUID_PAY)])
     )
-    event = decision.event
-    assert event is not None and event.type == "payment.accepted"
+    event = event_of(decision)
+    assert event.type == "payment.accepted"
     assert (event.amount, event.paid_amount, event.cvco_amount) == (10000, 10000, 6000)
     assert [(item.sequence_number, item.card_brand) for item in event.legs] == [(1, "CVCO"), (2, "CB")]
     assert not decision.flags
@@ -42,8 +42,8 @@ def test_a_refused_complement_leaves_the_cascade_partial_and_flagged() -> None:
     _, [decision] = run(
         cascade([leg(1, "CVCO", 6000, "AUTHORISED", UUID_PAY), leg(2, "CB", 4000, "REFUSED", UUID_CB, "05")])
     )
-    assert decision.event is not None and decision.event.type == "payment.partial"
-    assert decision.event.paid_amount == 6000 and decision.flags == (CASCADE_PARTIAL,)
+    assert event_of(decision).type == "payment.partial"
+    assert event_of(decision).paid_amount == 6000 and decision.flags == (CASCADE_PARTIAL,)
 
 
 def test_a_pending_leg_keeps_the_cascade_pending_until_a_later_notification_updates_it() -> None:
@@ -61,7 +61,7 @@ def test_a_pending_leg_keeps_the_cascade_pending_until_a_later_notification_upda
             source="BATCH",
         ),
     )
-    assert [d.event.type for d in decisions if d.event] == [
+    assert [event_of(d).type for d in decisions if d.event_data] == [
         "payment.pending",
         "payment.accepted",
         "payment.captured",
@@ -101,7 +101,7 @@ def test_a_cascade_with_nothing_paid_and_nothing_pending_says_why(
 ) -> None:
     """Refused, abandoned, expired or cancelled, from the leg statuses and auth codes."""
     _, [decision] = run(cascade(legs))
-    assert decision.event is not None and decision.event.type == expected and decision.event.paid_amount == 0
+    assert event_of(decision).type == expected and event_of(decision).paid_amount == 0
 
 
 def _seq(fields: dict[str, str], **change: object) -> dict[str, str]:
@@ -130,7 +130,7 @@ def test_malformed_cascades_are_permanent_errors() -> None:
 def test_a_single_payment_notification_is_not_mistaken_for_a_cascade() -> None:
     """A CVCO notification with sequence number 1 has one leg and no payment_seq."""
     _, [decision] = run(notification("AUTHORISED"))
-    assert decision.event is not None and len(decision.event.legs) == 1
+    assert event_of(decision) is not None and len(event_of(decision).legs) == 1
 
 
 def test_legs_that_do_not_fit_the_payment_are_parked() -> None:
@@ -148,7 +148,7 @@ def test_legs_that_do_not_fit_the_payment_are_parked() -> None:
 def test_a_cascade_with_a_leg_authorised_and_the_rest_not_listed_waits_and_expires_flagged() -> None:
     """CVCO authorised, complement not yet known: pending; a detected expiry then says money is authorised."""
     state, [decision] = run(cascade([leg(1, "CVCO", 2000, "AUTHORISED", UUID_PAY)]))
-    assert decision.event is not None and decision.event.type == "payment.pending"
+    assert event_of(decision).type == "payment.pending"
     pending = PendingPayment(
         shop_id=SHOP_ID,
         mode="TEST",
@@ -160,5 +160,5 @@ def test_a_cascade_with_a_leg_authorised_and_the_rest_not_listed_waits_and_expir
         registered_by="notification",
     )
     expired = decide_expiry(state, pending, RECEIVED_AT)
-    assert expired.event is not None and expired.event.type == "payment.expired"
-    assert (expired.event.paid_amount, expired.event.flags) == (2000, [EXPIRED_AUTHORISED])
+    assert event_of(expired).type == "payment.expired"
+    assert (event_of(expired).paid_amount, event_of(expired).flags) == (2000, [EXPIRED_AUTHORISED])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from schemas.event import PaymentEvent
 from schemas.notification import parse_notification
 from schemas.session import PendingPayment
-from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_PAY, UUID_REFUND, notification
+from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_PAY, UUID_REFUND, event_of, notification
 from workers.auth_codes import AUTH_RESULTS, auth_message
 from workers.cascade import UnknownStatus
 from workers.decide import Decision, decide, decide_expiry, echoed_data
@@ -61,7 +62,7 @@ def test_first_notification_publishes_the_event_its_status_means(
     """Each status class (and the expired/abandoned auth codes) maps to the contract's event type."""
     _, [decision] = run(notification(status, auth=auth))
     assert decision.result == "published"
-    assert decision.event is not None and decision.event.type == expected
+    assert event_of(decision).type == expected
 
 
 def test_every_seed_auth_code_has_its_french_message_and_unknown_codes_say_so() -> None:
@@ -82,8 +83,8 @@ def test_every_seed_auth_code_has_its_french_message_and_unknown_codes_say_so() 
     assert auth_message("00") == "Paiement accepté"
     assert auth_message("4242") == "code inconnu"
     _, [decision] = run(notification("REFUSED", auth="4242"))
-    assert decision.event is not None
-    assert decision.event.auth_result.model_dump() == {"code": "4242", "message": "code inconnu"}
+    assert event_of(decision) is not None
+    assert event_of(decision).auth_result.model_dump() == {"code": "4242", "message": "code inconnu"}
 
 
 def test_a_single_cvco_payment_goes_pending_accepted_captured_refunded() -> None:
@@ -94,11 +95,10 @@ def test_a_single_cvco_payment_goes_pending_accepted_captured_refunded() -> None
         notification("CAPTURED", source="BATCH"),
         notification("CAPTURED", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO"),
     )
-    types = [d.event.type for d in decisions if d.event]
+    types = [event_of(d).type for d in decisions if event_of(d)]
     assert types == ["payment.pending", "payment.accepted", "payment.captured", "payment.refunded"]
     assert state is not None and state.phase == "refunded"
-    refunded = decisions[-1].event
-    assert refunded is not None
+    refunded = event_of(decisions[-1])
     assert (refunded.amount, refunded.paid_amount, refunded.cvco_amount, refunded.refunded_amount) == (
         5000,
         5000,
@@ -117,8 +117,8 @@ def test_a_stale_authorised_after_cancelled_changes_nothing() -> None:
         notification("AUTHORISED", source="RETRY"),
     )
     assert [d.result for d in decisions] == ["published", "published", "stale"]
-    assert decisions[1].event is not None and decisions[1].event.type == "payment.cancelled"
-    assert decisions[2].event is None
+    assert event_of(decisions[1]).type == "payment.cancelled"
+    assert decisions[2].event_data is None
     assert state is not None and state.phase == "cancelled" and state.paid_amount == 0
 
 
@@ -126,8 +126,8 @@ def test_a_stale_authorised_after_cancelled_changes_nothing() -> None:
 def test_a_cancel_cancels_an_accepted_payment_whichever_source_delivers_it(source: str) -> None:
     """The source is metadata: a RETRY or BO copy of a merchant's cancel carries the same fact."""
     state, decisions = run(notification("AUTHORISED"), notification("CANCELLED", source=source, auth=None))
-    assert decisions[1].event is not None and decisions[1].event.type == "payment.cancelled"
-    assert decisions[1].event.source == source
+    assert event_of(decisions[1]).type == "payment.cancelled"
+    assert event_of(decisions[1]).source == source
     assert state is not None and state.phase == "cancelled"
 
 
@@ -159,15 +159,14 @@ def test_event_ids_are_deterministic_and_differ_between_states() -> None:
     _, first = run(notification("AUTHORISED"))
     _, again = run(notification("AUTHORISED", source="BO"))
     _, captured = run(notification("CAPTURED"))
-    assert first[0].event is not None and again[0].event is not None and captured[0].event is not None
-    assert first[0].event.event_id == again[0].event.event_id != captured[0].event.event_id
+    assert event_of(first[0]).event_id == event_of(again[0]).event_id != event_of(captured[0]).event_id
 
 
 def test_events_carry_the_echoed_data_and_never_a_signature_hash_or_key() -> None:
     """customer/shipping/products/ext_info are echoed; vads_hash, signature and the card number are not."""
     _, [decision] = run({**notification("AUTHORISED"), "signature": "S" * 44})
-    assert decision.event is not None
-    event = decision.event
+    assert event_of(decision) is not None
+    event = event_of(decision)
     assert event.customer == {"email": "buyer@example.org", "last_name": "Durand"}
     assert event.shipping == {"city": "Lyon"}
     assert event.products == [{"label": "Séjour", "amount": "5000"}]
@@ -184,7 +183,7 @@ def test_seed_rules_flag_without_dropping() -> None:
     """Non-EUR CVCO, a partial refund and a partial cancel are published with flags."""
     _, [usd] = run(notification("AUTHORISED", currency="840"))
     assert usd.result == "published" and usd.flags == (NON_EUR_CVCO,)
-    assert usd.event is not None and usd.event.currency == "USD" and usd.event.flags == [NON_EUR_CVCO]
+    assert event_of(usd).currency == "USD" and event_of(usd).flags == [NON_EUR_CVCO]
     _, refund = run(
         notification("CAPTURED"), notification("CAPTURED", amount=2000, uuid=UUID_REFUND, operation="CREDIT")
     )
@@ -219,13 +218,13 @@ def test_a_detected_session_expiry_publishes_expired_once() -> None:
     """No notification at all: payment.expired, status EXPIRED, source SESSION_TIMEOUT, no trans_uuid."""
     now = datetime(2024, 5, 1, 12, 15, tzinfo=UTC)
     first = decide_expiry(None, _pending(), now)
-    assert first.event is not None and first.state is not None
-    assert (first.event.type, first.event.status, first.event.source) == (
+    assert event_of(first) is not None and first.state is not None
+    assert (event_of(first).type, event_of(first).status, event_of(first).source) == (
         "payment.expired",
         "EXPIRED",
         "SESSION_TIMEOUT",
     )
-    assert first.event.trans_uuid is None and first.event.amount == 5000
+    assert event_of(first).trans_uuid is None and event_of(first).amount == 5000
     assert decide_expiry(first.state, _pending(), now).result == "duplicate"
     assert first.state.session_expired
 
@@ -282,11 +281,20 @@ def test_the_published_json_is_exactly_the_event_models_serialization(
     )
 )
 def test_echoed_data_in_one_pass_equals_the_notifications_own_groups(echoed: dict[str, str]) -> None:
-    """customer, shipping, products and ext_info read in one pass are what `group`/`products` give."""
-    note = parse_notification({**notification("AUTHORISED"), **echoed})
-    assert echoed_data(note.fields) == (
-        note.group("cust_"),
-        note.group("ship_to_"),
-        note.products(),
-        note.group("ext_info_"),
+    """customer, shipping, products and ext_info read in one pass are what a pass per group gives."""
+    fields = parse_notification({**notification("AUTHORISED"), **echoed}).fields
+
+    def group(prefix: str) -> dict[str, str]:
+        return {name.removeprefix(prefix): v for name, v in fields.items() if name.startswith(prefix)}
+
+    lines: dict[int, dict[str, str]] = {}
+    for name, value in fields.items():
+        if match := re.fullmatch(r"vads_product_([a-z_]+?)(\d+)", name):
+            lines.setdefault(int(match.group(2)), {})[match.group(1)] = value
+    products = [lines[index] for index in sorted(lines)]
+    assert echoed_data(fields) == (
+        group("vads_cust_"),
+        group("vads_ship_to_"),
+        products,
+        group("vads_ext_info_"),
     )

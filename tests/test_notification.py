@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.errors import PermanentError
 from schemas.notification import InvalidNotification, parse_notification, payment_key
+from workers.decide import echoed_data
 
 BASE = {
     "vads_site_id": "12345678",
@@ -59,7 +60,8 @@ def test_unknown_and_blank_fields_are_kept_verbatim() -> None:
     fields = {**BASE, "vads_brand_new_field": "  x  ", "vads_cust_first_name": "Hélène", "vads_cust_zip": ""}
     n = parse_notification(fields)
     assert n.fields == fields
-    assert n.group("cust_") == {"first_name": "Hélène", "zip": ""}
+    customer, _, _, _ = echoed_data(n.fields)
+    assert customer == {"first_name": "Hélène", "zip": ""}
 
 
 def test_products_and_ext_info_are_grouped() -> None:
@@ -72,9 +74,9 @@ def test_products_and_ext_info_are_grouped() -> None:
         "vads_product_amount1": "525",
         "vads_ext_info_Nb Adults": "2",
     }
-    n = parse_notification(fields)
-    assert n.products() == [{"label": "Séjour", "amount": "4000"}, {"label": "Concert", "amount": "525"}]
-    assert n.group("ext_info_") == {"Nb Adults": "2"}
+    _, _, products, ext_info = echoed_data(parse_notification(fields).fields)
+    assert products == [{"label": "Séjour", "amount": "4000"}, {"label": "Concert", "amount": "525"}]
+    assert ext_info == {"Nb Adults": "2"}
 
 
 def test_cascade_payment_seq_is_parsed_into_legs() -> None:

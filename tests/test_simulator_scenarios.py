@@ -17,6 +17,7 @@ from schemas.notification import InvalidNotification, parse_notification
 from schemas.settings import ShopConfig
 from simulator.scenarios import ALL, REFUSAL_CODES, SCENARIOS, Delivery, Platform, build_scenario
 from tests.conftest import SHOP_ID
+from workers.decide import echoed_data
 
 NOW = datetime(2026, 7, 14, 9, 30, 5, tzinfo=UTC)
 
@@ -89,7 +90,7 @@ def test_a_single_cvco_payment_carries_every_platform_field_with_blanks_and_utf8
     assert not fields["vads_cust_first_name"].isascii() or not fields["vads_cust_last_name"].isascii()
     assert fields["vads_cust_address2"] == "" and fields["vads_ext_info_Nb_Child"] == ""
     notification = parse_notification(_unsigned(fields)[0])
-    products = notification.products()
+    _, _, products, _ = echoed_data(notification.fields)
     assert len(products) == int(fields["vads_nb_products"])
     assert sum(int(line["amount"]) for line in products) == notification.amount
     assert notification.amount is not None and notification.amount >= 2000

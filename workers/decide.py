@@ -14,10 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Any, Literal
 
-from schemas.event import PaymentEvent
 from schemas.notification import Notification, payment_key
 from schemas.session import PendingPayment
 from workers.cascade import transactions_of
@@ -45,11 +43,6 @@ class Decision:
     event_data: dict[str, Any] | None
     flags: tuple[str, ...] = ()
     reason: str = ""
-
-    @cached_property
-    def event(self) -> PaymentEvent | None:
-        """The event as the typed, validated model (the worker itself publishes `event_data` as is)."""
-        return None if self.event_data is None else PaymentEvent.model_validate(self.event_data)
 
 
 @dataclass(frozen=True)
@@ -114,11 +107,8 @@ _ECHOED_PREFIXES = ("vads_cust_", "vads_ship_to_", "vads_ext_info_", "vads_produ
 def echoed_data(
     fields: Mapping[str, str],
 ) -> tuple[dict[str, str], dict[str, str], list[dict[str, str]], dict[str, str]]:
-    """Customer, shipping, cart lines and ext_info, in one pass over the fields.
-
-    The same as `note.group("cust_")`, `note.group("ship_to_")`, `note.products()` and
-    `note.group("ext_info_")`, which each walk every field.
-    """
+    """Customer, shipping, cart lines (`vads_product_<attr>N`, in index order) and ext_info, each keyed by
+    what follows its prefix, in one pass over the fields."""
     customer: dict[str, str] = {}
     shipping: dict[str, str] = {}
     ext_info: dict[str, str] = {}
