@@ -35,7 +35,7 @@ def compute_signature(fields: Mapping[str, str], key: str, algorithm: Algorithm)
 
 def _signature(message: bytes, key: str, algorithm: Algorithm) -> str:
     if algorithm == "HMAC-SHA-256":
-        digest = hmac.digest(key.encode("utf-8"), message, "sha256")
+        digest = hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
         return base64.b64encode(digest).decode("ascii")
     return hashlib.sha1(message, usedforsecurity=False).hexdigest()
 

