@@ -44,11 +44,15 @@ def _literal_values(render: structlog.types.Processor) -> structlog.types.Proces
     return literal_render
 
 
-def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Route structlog and the stdlib (arq, aiohttp) through the same processors, to stderr."""
+def configure_logging(level: str = "INFO", *, json: bool | None = None, contextvars: bool = True) -> None:
+    """Route structlog and the stdlib (arq, aiohttp) through the same processors, to stderr.
+
+    `contextvars=False` leaves structlog's context variables out of every line: for the receiver, which
+    binds none (its lines carry the request's `RequestContext`) and would pay for the lookup per line.
+    """
     as_json = not sys.stderr.isatty() if json is None else json
     shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        *([structlog.contextvars.merge_contextvars] if contextvars else []),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

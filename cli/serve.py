@@ -54,7 +54,7 @@ async def _freeze_heap(app: web.Application) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
     exit_if_credentials_refused(settings)
-    configure_logging()
+    configure_logging(contextvars=False)
     structlog.get_logger(__name__).info(
         "receiver_starting", host=args.host, port=args.port, shops=sorted(settings.shops)
     )

@@ -66,7 +66,7 @@ async def receive_notification(request: web.Request) -> web.Response:
         # timed also when Redis did not answer, as Histogram.time() would
         metrics.count_enqueue(time.perf_counter() - started, written)
     context.outcome = "ok" if written else "duplicate"
-    return web.Response(text="OK")
+    return web.Response(body=b"OK", content_type="text/plain")
 
 
 async def _keep(
