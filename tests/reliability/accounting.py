@@ -52,11 +52,13 @@ class Tally:
 
 
 def tally(cluster: Cluster) -> Tally:
-    """Count events (and their distinct ids and payments), queued jobs and parked jobs."""
+    """Count events (and their distinct ids and payments), queued notification jobs and parked jobs."""
     redis = Redis.from_url(cluster.redis_url)
     try:
         events = read_events(redis)
-        queued = cast(int, redis.zcard(QUEUE))
+        # the workers' cron jobs (arq ids "<name>:<time>", names "cvco_...") wait in the queue too
+        members = cast(list[bytes], redis.zrange(QUEUE, 0, -1))
+        queued = sum(1 for member in members if not member.startswith(b"cvco_"))
     finally:
         redis.close()
     payments = Counter((e["shop_id"], e["mode"], e["trans_id"], e["trans_uuid"], e["type"]) for e in events)
