@@ -30,18 +30,14 @@ class QueuedNotification(BaseModel):
 
 
 def notification_job_id(fields: Mapping[str, str]) -> str:
-    """Same fields, same id: arq refuses a job whose id is already queued, so exact duplicates collapse.
+    """Same signed content, same id: arq refuses a job whose id is already queued, so copies collapse.
 
-    The hash of the sorted (name, value) pairs as JSON, an unambiguous form: orjson writes it in ~2 us, the
-    stdlib (kept for what orjson refuses, a lone surrogate) in ~8. Both are deterministic, so a given
-    set of fields always has one id.
+    The signature is the signed content's digest (an HMAC of every `vads_` value under the shop's key),
+    so the id is derived from it alone: padding, unsigned fields or a renamed field that sorts to the same
+    place cannot make copies of one notification distinct jobs, and a changed value (re-signed) always
+    gives another. Hashed, for an id of hex digits whatever the algorithm (base64 has `/` and `+`).
     """
-    pairs = sorted(fields.items())
-    try:
-        canonical = orjson.dumps(pairs)
-    except orjson.JSONEncodeError:
-        canonical = json.dumps(pairs).encode("utf-8", "surrogatepass")
-    return "ipn:" + hashlib.sha256(canonical).hexdigest()
+    return "ipn:" + hashlib.sha256(fields["signature"].encode("utf-8")).hexdigest()
 
 
 def dumps(value: Any) -> bytes:
