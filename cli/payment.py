@@ -1,26 +1,23 @@
 """`cvco-ipn payment show REF`: a payment's state, the notifications received for it, the events published.
 
-The lookup itself is `workers.lookup` (the web console calls it too). Only `CVCO_REDIS_URL` is read, so a
-missing or broken `CVCO_SHOPS` does not stop support from looking a payment up.
+The lookup itself is `workers.lookup` (the web console calls it too). `CVCO_SHOPS` is not read, so a
+missing or broken one does not stop support from looking a payment up.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import sys
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from arq.connections import ArqRedis
 
+from cli.runner import UsageError, run_with_redis
 from schemas.literal import literal
 from schemas.settings import Settings
 from workers.lookup import PaymentRecord, find_payments
 
-_TIMEOUT_S = 5.0
 _STATE_LINES = ("shop_id", "mode", "order_id", "trans_id", "phase", "amount", "paid_amount", "cvco_amount")
 
 
@@ -67,12 +64,10 @@ def _print_record(record: PaymentRecord) -> None:
         print("    " + "  ".join(_value(event[name]) for name in ("time", "type", "event_id")))
 
 
-async def _show(url: str, args: argparse.Namespace) -> int:
-    redis = Redis.from_url(url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S)
-    try:
-        records = await find_payments(redis, args.ref, args.shop)
-    finally:
-        await redis.aclose()
+async def _show(redis: ArqRedis, settings: Settings, args: argparse.Namespace) -> int:
+    if not args.ref.strip():
+        raise UsageError("payment show: REF is empty")
+    records = await find_payments(redis, args.ref, args.shop)
     if args.json:
         print(
             json.dumps({"payments": [record.as_json() for record in records]}, indent=2, ensure_ascii=False)
@@ -89,15 +84,4 @@ async def _show(url: str, args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    url = os.environ.get("CVCO_REDIS_URL") or str(Settings.model_fields["redis_url"].default)
-    if not args.ref.strip():
-        sys.stderr.write("cvco-ipn: payment show: REF is empty\n")
-        return 2
-    try:
-        return asyncio.run(_show(url, args))
-    except ValueError as e:  # redis-py's word for a URL it cannot use
-        sys.stderr.write(f"cvco-ipn: bad configuration: CVCO_REDIS_URL: {e}\n")
-        return 2
-    except (RedisError, OSError) as e:
-        sys.stderr.write(f"cvco-ipn: cannot reach Redis at CVCO_REDIS_URL: {type(e).__name__}: {e}\n")
-        return 2
+    return run_with_redis(_show, args)

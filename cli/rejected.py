@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cli.runner import UsageError, parse_since
+from cli.runner import UsageError, cannot_reach, parse_since
 from core.redis_connection import redis_client
 from ingest.body import BodyError, parse_form_body, signed_fields
 from ingest.checks import check_notification
@@ -199,5 +199,5 @@ def _run(action: Action, args: argparse.Namespace) -> int:
         sys.stderr.write(f"cvco-ipn: {e}\n")
         return 2
     except (RedisError, OSError, EnqueueUnavailable) as e:
-        sys.stderr.write(f"cvco-ipn: Redis unavailable at CVCO_REDIS_URL: {type(e).__name__}: {e}\n")
+        sys.stderr.write(cannot_reach(settings, e) + "\n")
         return 1

@@ -45,6 +45,13 @@ def parse_since(value: str, now: float | None = None) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port to listen on, 1 to 65535 (0 would listen on a random one)."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
+
+
 Action = Callable[[ArqRedis, Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sys
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from cli.logs import configure_logging
+from cli.runner import port_number
 from core.redis_connection import exit_if_credentials_refused
 from ingest.app import create_app
 from schemas.settings import load_settings
@@ -25,7 +27,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "Needs CVCO_SHOPS.",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104  # a server listens on all interfaces by default, per the contract
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--port", type=port_number, default=8080, help="port to listen on (default 8080)")
     parser.set_defaults(handler=run)
 
 
@@ -60,13 +62,17 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
-    web.run_app(
-        app,
-        host=args.host,
-        port=args.port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        access_log=None,
-        print=None,
-        loop=_event_loop(),
-    )
+    try:
+        web.run_app(
+            app,
+            host=args.host,
+            port=args.port,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            access_log=None,
+            print=None,
+            loop=_event_loop(),
+        )
+    except OSError as e:  # the address is taken, or not this machine's
+        sys.stderr.write(f"cvco-ipn: cannot listen on {args.host}:{args.port}: {e.strerror or e}\n")
+        return 2
     return 0

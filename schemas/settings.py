@@ -5,11 +5,15 @@ Build it once per entry point with `load_settings()`; tests build `Settings(...)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
+import re
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +24,18 @@ Mode = Literal["TEST", "PRODUCTION"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PLATFORM_URL = "https://sogecommerce.societegenerale.eu/vads-payment/"
+
+PLACEHOLDER = "REPLACE_WITH"
+"""How the placeholders of deploy/.env.example and the k8s Secret begin: a value holding it was never filled in."""
+
+OTHER_VARIABLES = frozenset({"CVCO_TEST_REDIS_URL", "CVCO_FULL_RELIABILITY"})
+"""`CVCO_*` variables read by the test suite, not by the settings: not reported as unknown."""
+
+
+def _refuse_placeholder(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and PLACEHOLDER in value.get_secret_value():
+        raise ValueError(f"still holds a {PLACEHOLDER}_... placeholder of the example configuration")
+    return value
 
 
 class ShopConfig(BaseModel):
@@ -37,6 +53,11 @@ class ShopConfig(BaseModel):
     def _trimmed(cls, value: object) -> object:
         # the platform's SDK ignores spaces around a key: a key pasted with one must still verify
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("test_key", "production_key")
+    @classmethod
+    def _filled_in(cls, value: SecretStr | None) -> SecretStr | None:
+        return _refuse_placeholder(value)
 
     @model_validator(mode="after")
     def _keys_for_modes(self) -> ShopConfig:
@@ -61,6 +82,24 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _network(item: object) -> object:
+    if not isinstance(item, str):
+        return item
+    try:
+        return ipaddress.ip_network(item)
+    except ValueError as e:
+        raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8 ({e})") from None
+
+
+EMAIL_ADDRESS = re.compile(r"[^@\s,<>]+@[^@\s,<>]+")
+
+
+def _email_address(value: str) -> str:
+    if not EMAIL_ADDRESS.fullmatch(value):
+        raise ValueError(f"{value!r} is not an e-mail address such as ops@example.com")
+    return value
+
+
 def _host_port(item: str) -> tuple[str, int]:
     host, _, port = item.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -81,7 +120,7 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "mymaster"
     redis_min_replicas: int = Field(0, ge=0, description="replicas that must hold a job before its 200")
     shops: Annotated[dict[str, ShopConfig], NoDecode] = Field(default_factory=dict)
-    stream: str = "cvco:events"
+    stream: str = Field("cvco:events", min_length=1)
     smtp_url: SecretStr | None = None
     alert_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
     alert_from: str = "cvco-ipn@localhost"
@@ -92,7 +131,7 @@ class Settings(BaseSettings):
     platform_url: str = DEFAULT_PLATFORM_URL
 
     # --- the project's own tunables -----------------------------------------------------------------
-    queue_name: str = "cvco:queue"
+    queue_name: str = Field("cvco:queue", min_length=1)
     redis_timeout_s: float = Field(2.0, gt=0, description="Redis slower than this means 503 at the receiver")
     redis_ca_file: str | None = Field(
         None, description="CA bundle that signs a rediss:// server's certificate"
@@ -156,7 +195,31 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies", "ipn_allowlist", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
-        return _comma_list(value)
+        value = _comma_list(value)
+        return [_network(item) for item in value] if isinstance(value, list) else value
+
+    @field_validator("alert_to")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        return [_email_address(item) for item in value]
+
+    @field_validator("alert_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return _email_address(value)
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_filled_in(cls, value: SecretStr | None) -> SecretStr | None:
+        return _refuse_placeholder(value)
+
+    @field_validator("platform_url")
+    @classmethod
+    def _platform_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod
@@ -175,8 +238,15 @@ class Settings(BaseSettings):
 
     @field_validator("smtp_url")
     @classmethod
-    def _smtp_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("smtp://", "smtps://")):
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        url = urlsplit(value.get_secret_value())
+        try:
+            port = url.port
+        except ValueError:
+            port = None
+        if url.scheme not in ("smtp", "smtps") or not url.hostname or port is None:
             raise ValueError("must look like smtp://host:port or smtps://user:pass@host:port")
         return value
 
@@ -193,7 +263,8 @@ def describe_validation_error(error: ValidationError, prefix: str = "CVCO_") -> 
     first = error.errors()[0]
     location = [str(part) for part in first["loc"]]
     name = prefix + location[0].upper() if location else "configuration"
-    detail = ".".join(location[1:])
+    # a union's members (`lax-or-strict[...]`, `function-plain[...]`) name pydantic's internals, not the value
+    detail = ".".join(part for part in location[1:] if "[" not in part)
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{name}{'[' + detail + ']' if detail else ''}: {message}{more}"
@@ -214,4 +285,18 @@ def load_settings(*, require_shops: bool = False, without_shops: bool = False) -
     if require_shops and not settings.shops:
         sys.stderr.write("cvco-ipn: bad configuration: CVCO_SHOPS is not set; it names the shops and keys\n")
         raise SystemExit(2)
+    _warn_unknown_variables(tuple(unknown_variables(os.environ)))
     return settings
+
+
+@functools.cache
+def _warn_unknown_variables(names: tuple[str, ...]) -> None:
+    """Once per process, however often the settings are loaded."""
+    for name in names:
+        sys.stderr.write(f"cvco-ipn: warning: {name} is not a setting of cvco-ipn (a typo?); ignored\n")
+
+
+def unknown_variables(environment: Mapping[str, str]) -> list[str]:
+    """The `CVCO_*` names in `environment` that no setting reads, such as a misspelt `CVCO_MAXTRIES`."""
+    known = {"CVCO_" + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    return sorted(name for name in environment if name.startswith("CVCO_") and name not in known)
