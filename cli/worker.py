@@ -16,8 +16,10 @@ from arq.constants import health_check_key_suffix
 from redis.exceptions import RedisError
 
 from cli.logs import configure_logging
+from cli.runner import cannot_reach, port_number
 from core.redis_connection import exit_if_credentials_refused, redis_client
 from schemas.settings import Settings, load_settings
+from workers.metrics import WorkerMetrics
 from workers.worker import build_worker
 
 RECONNECT_FIRST_S = 1.0
@@ -42,6 +44,18 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="health probe: exit 0 if a worker refreshed arq's health-check key recently, else 1",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="P",
+        help="serve Prometheus metrics on GET /metrics at this port (jobs, events, parked jobs, alerts)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",  # noqa: S104  # scraped from outside the pod, as the receiver listens
+        metavar="H",
+        help="address of --metrics-port (default 0.0.0.0)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -52,16 +66,29 @@ def run(args: argparse.Namespace) -> int:
     exit_if_credentials_refused(settings)
     configure_logging()
     quiet_arq_job_lines()
+    metrics = WorkerMetrics()
+    if args.metrics_port is not None:
+        try:
+            metrics.serve(args.metrics_host, args.metrics_port)
+        except OSError as e:
+            sys.stderr.write(
+                f"cvco-ipn: --metrics-port: cannot listen on {args.metrics_host}:{args.metrics_port}: {e}\n"
+            )
+            return 2
     # arq takes the current loop when built: make it uvloop's, as the receiver does
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     if args.burst:
-        build_worker(settings, burst=True).run()
+        try:
+            build_worker(settings, metrics=metrics, burst=True).run()
+        except (RedisError, OSError) as e:
+            sys.stderr.write(cannot_reach(settings, e) + "\n")
+            return 1
         return 0
-    return _run_until_stopped(loop, settings)
+    return _run_until_stopped(loop, settings, metrics)
 
 
-def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings) -> int:
+def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings, metrics: WorkerMetrics) -> int:
     """Run a worker until SIGTERM/SIGINT; one that loses Redis is replaced after a growing pause.
 
     arq's worker exits on a Redis connection error; without this a Redis restart would leave the
@@ -71,7 +98,7 @@ def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings) -> i
     while True:
         started = time.monotonic()
         try:
-            build_worker(settings).run()
+            build_worker(settings, metrics=metrics).run()
             return 0  # a signal stopped it
         except (RedisError, OSError) as e:
             if time.monotonic() - started > RECONNECT_RESET_AFTER_S:

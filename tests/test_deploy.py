@@ -17,8 +17,9 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from cli.serve import SHUTDOWN_TIMEOUT_S
@@ -47,6 +48,7 @@ from tests.deploy_files import (
     render_nginx_conf,
     yaml_docs,
 )
+from workers.metrics import WorkerMetrics
 from workers.worker import build_worker, worker_options
 
 
@@ -86,27 +88,43 @@ def test_every_cvco_variable_in_deploy_is_a_settings_field() -> None:
     assert used and used <= fields, used - fields
 
 
+def filled_in(value: str) -> str:
+    """A placeholder of the example configuration replaced, as an operator does before deploying."""
+    return re.sub(r"REPLACE_WITH_\w+", "0123456789abcdef", value)
+
+
 def test_env_example_documents_every_setting_and_builds_valid_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """.env.example names every Settings field, and its active values load (placeholder shop included)."""
+    """.env.example names every Settings field; as shipped its placeholder keys are refused, and once they
+    are filled in its active values load."""
     text = (DEPLOY / ".env.example").read_text()
     missing = [n for n in Settings.model_fields if f"CVCO_{n.upper()}=" not in text]
     assert not missing
     for key, value in env_file(DEPLOY / ".env.example").items():
         monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings()
+    for key, value in env_file(DEPLOY / ".env.example").items():
+        monkeypatch.setenv(key, filled_in(value))
     assert list(Settings().shops) == ["12345678"]
 
 
 def test_k8s_configmap_secret_and_compose_environment_build_valid_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The k8s ConfigMap + Secret, and compose's environment, are each a loadable configuration."""
-    for key, value in {
+    """The k8s ConfigMap + Secret (its placeholders filled in; as shipped they are refused), and compose's
+    environment, are each a loadable configuration."""
+    shipped = {
         **k8s("ConfigMap", "cvco-ipn-config")["data"],
         **k8s("Secret", "cvco-ipn-secrets")["stringData"],
-    }.items():
+    }
+    for key, value in shipped.items():
         monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings()
+    for key, value in shipped.items():
+        monkeypatch.setenv(key, filled_in(value))
     assert Settings().shops and Settings().redis_url.startswith("redis://")
     for service in cvco_services().values():
         for key, value in service["environment"].items():
@@ -136,6 +154,19 @@ def test_receiver_ports_match_the_serve_port_everywhere() -> None:
     assert k8s("Service", "cvco-ipn-receiver")["spec"]["ports"][0]["targetPort"] in named
 
 
+def test_workers_expose_their_metrics_port_to_prometheus_only() -> None:
+    """k8s and compose run workers with --metrics-port; the pods' annotation, container port and network
+    policy name the same port, which is what the "no worker alive" alert depends on."""
+    worker = k8s("Deployment", "cvco-ipn-worker")["spec"]["template"]
+    container = worker["spec"]["containers"][0]
+    port = parse_cli(container["args"]).metrics_port
+    assert port and worker["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": port}
+    [rule] = k8s("NetworkPolicy", "cvco-ipn-worker")["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+    assert parse_cli(cvco_services()["worker"]["command"]).metrics_port == port
+
+
 def test_every_path_deploy_routes_or_probes_is_a_receiver_route(settings: Settings) -> None:
     """Probe paths, nginx locations and ingress paths exist in create_app(settings) (with /forms enabled)."""
     app = create_app(settings.model_copy(update={"api_token": SecretStr("token")}))
@@ -155,8 +186,10 @@ def test_every_path_deploy_routes_or_probes_is_a_receiver_route(settings: Settin
 
 
 async def test_every_metric_in_alerts_and_dashboard_is_exposed_by_the_receiver(redis: Redis) -> None:
-    """Metric names of the alert rules and the Grafana dashboard are in the receiver's /metrics text."""
+    """Metric names of the alert rules and the Grafana dashboard are in the receiver's or a worker's
+    /metrics text."""
     text = (await ReceiverMetrics().render(redis, "cvco:queue", 2.0)).decode()
+    text += generate_latest(WorkerMetrics().registry).decode()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     exposed = {f.name + s for f in text_string_to_metric_families(text) for s in suffixes.get(f.type, ("",))}
     rules = [

@@ -17,6 +17,7 @@ from tests.notifications import notification, queued
 from workers import failed_store
 from workers.context import WorkerContext
 from workers.failures import PARK_MARGIN_S, JobHandler, backoff_s, notification_function, with_failure_policy
+from workers.metrics import WorkerMetrics
 from workers.worker import build_worker
 
 PAYLOAD = {
@@ -44,7 +45,7 @@ async def run_burst(pool: ArqRedis, settings: Settings, handler: JobHandler) -> 
         handle_signals=False,
         job_serializer=job_schema.dumps,
         job_deserializer=job_schema.loads,
-        ctx={"settings": settings},
+        ctx={"settings": settings, "metrics": WorkerMetrics()},
     )
     await worker.main()
     await worker.close()

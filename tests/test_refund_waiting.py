@@ -14,6 +14,7 @@ from schemas.settings import Settings, ShopConfig
 from tests.notifications import UUID_REFUND, notification, signed
 from tests.test_worker import events
 from workers.apply import load_payment
+from workers.metrics import WorkerMetrics
 from workers.payment import REFUND_UNATTACHED
 from workers.payment_updates import WAIT_SUFFIX, handle_notification, process_notification
 
@@ -85,7 +86,13 @@ async def test_the_waiting_refund_job_is_queued_again_for_later(
 ) -> None:
     """The job ends, and a job of its own (same notification, tries afresh) is deferred by refund_retry_s."""
     payload = now_queued(BO_REFUND, shop).model_dump(mode="json")
-    ctx: Any = {"redis": pool, "settings": settings, "job_id": "ipn:abc", "job_try": 1}
+    ctx: Any = {
+        "redis": pool,
+        "settings": settings,
+        "metrics": WorkerMetrics(),
+        "job_id": "ipn:abc",
+        "job_try": 1,
+    }
     assert (await process_notification(ctx, payload))["result"] == "waiting"
     [(job_id, score)] = await pool.zrange(settings.queue_name, 0, -1, withscores=True)
     assert job_id.decode().startswith("ipn:abc" + WAIT_SUFFIX)

@@ -33,6 +33,7 @@ from core.keys import (
 from schemas.literal import literal
 from schemas.settings import Settings
 from workers.mailer import MAIL_ERRORS, mail_enabled, send_mail
+from workers.metrics import WorkerMetrics
 
 OUTBOX_MAX = 10_000
 SENDER_LEASE_S = 60.0
@@ -168,19 +169,23 @@ async def _open_window(redis: Redis, settings: Settings, group: str) -> bool:
     return bool(await redis.set(ALERT_WINDOW_PREFIX + group, "1", nx=True, ex=settings.alert_window_s))
 
 
-async def _mail(settings: Settings, alert: Alert, folded: int) -> bool:
+async def _mail(settings: Settings, alert: Alert, folded: int, metrics: WorkerMetrics | None) -> bool:
     try:
         await send_mail(settings, subject(alert, folded), render(alert, folded, settings.alert_window_s))
     except MAIL_ERRORS as e:
         log.warning(
             "alert_not_sent", kind=alert.kind, shop_id=alert.shop_id, reason=f"{type(e).__name__}: {e}"
         )
+        if metrics is not None:
+            metrics.count_alert(sent=False)
         return False
     log.info("alert_sent", kind=alert.kind, shop_id=alert.shop_id, folded=folded)
+    if metrics is not None:
+        metrics.count_alert(sent=True)
     return True
 
 
-async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
+async def _flush_folded(redis: Redis, settings: Settings, metrics: WorkerMetrics | None) -> tuple[int, bool]:
     """Summary mails for windows that closed with folded alerts; (mails sent, SMTP still answering)."""
     sent = 0
     for raw_group in await redis.hkeys(ALERT_FOLDED):  # type: ignore[misc]  # async client
@@ -191,7 +196,7 @@ async def _flush_folded(redis: Redis, settings: Settings) -> tuple[int, bool]:
         if not folded or last is None:
             continue
         try:
-            mailed = await _mail(settings, Alert.model_validate_json(last), folded)
+            mailed = await _mail(settings, Alert.model_validate_json(last), folded, metrics)
         except asyncio.CancelledError:
             await asyncio.shield(redis.delete(ALERT_WINDOW_PREFIX + group))
             raise
@@ -219,8 +224,10 @@ async def deliver_alerts(
     limit: int = 200,
     budget_s: float | None = None,
     lease_s: float = SENDER_LEASE_S,
+    metrics: WorkerMetrics | None = None,
 ) -> int:
-    """Mail queued alerts, folding those of an open window; returns the mails sent.
+    """Mail queued alerts, folding those of an open window; returns the mails sent (and counts them, sent
+    and failed, in the worker's `metrics`).
 
     Stops at the first SMTP failure, or once `budget_s` has passed (the cron's timeout must not cut a send:
     a cancelled send puts its alert back first). One sender at a time holds the lease `cvco:alerts:sender`
@@ -236,18 +243,20 @@ async def deliver_alerts(
     if not await redis.set(ALERT_SENDER_LEASE, token, nx=True, px=int(lease_s * 1000)):
         return 0
     try:
-        return await _deliver(redis, settings, limit, budget_s)
+        return await _deliver(redis, settings, limit, budget_s, metrics)
     finally:
         await redis.eval(_RELEASE, 1, ALERT_SENDER_LEASE, token)  # type: ignore[misc]  # async client
 
 
-async def _deliver(redis: Redis, settings: Settings, limit: int, budget_s: float | None) -> int:
+async def _deliver(
+    redis: Redis, settings: Settings, limit: int, budget_s: float | None, metrics: WorkerMetrics | None
+) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (budget_s if budget_s is not None else float("inf"))
     # what a sender that died mid-send left: back at the sending end of the outbox
     while await redis.lmove(ALERT_SENDING, ALERT_OUTBOX, "RIGHT", "RIGHT") is not None:
         log.warning("alert_recovered", reason="its sender stopped before mailing it")
-    sent, smtp_up = await _flush_folded(redis, settings)
+    sent, smtp_up = await _flush_folded(redis, settings, metrics)
     for _ in range(limit if smtp_up else 0):
         if loop.time() > deadline:
             break
@@ -265,7 +274,7 @@ async def _deliver(redis: Redis, settings: Settings, limit: int, budget_s: float
             continue
         folded, _ = await _peek_folded(redis, alert.group)
         try:
-            mailed = await _mail(settings, alert, folded)
+            mailed = await _mail(settings, alert, folded, metrics)
         except asyncio.CancelledError:
             await asyncio.shield(_put_back(redis, alert.group, raw))
             raise

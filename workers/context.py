@@ -8,13 +8,15 @@ from arq.typing import WorkerCoroutine
 from redis.asyncio import Redis
 
 from schemas.settings import Settings
+from workers.metrics import WorkerMetrics
 
 
 class WorkerContext(TypedDict, total=False):
-    """arq's own keys (`redis`, `job_id`, `job_try`, ...) and the worker's settings (`ctx=` of the worker)."""
+    """arq's own keys (`redis`, `job_id`, `job_try`, ...), the worker's settings and metrics (`ctx=` of the worker)."""
 
     redis: Redis  # arq's ArqRedis; the jobs use only its Redis commands
     settings: Settings
+    metrics: WorkerMetrics
     job_id: str
     job_try: int
     enqueue_time: Any

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -171,20 +172,25 @@ def with_failure_policy(
     @functools.wraps(handler)
     async def run(ctx: WorkerContext, payload: Any) -> Any:
         settings: Settings = ctx["settings"]
+        metrics = ctx["metrics"]  # the handler counts what it did; this wrapper, retries and parked jobs
+        started = time.perf_counter()
         job_try = int(ctx["job_try"])
         failed_id = failed_store.failed_id_for_job(str(ctx["job_id"]))
         if job_try > settings.max_tries:
             # every earlier try ended without reaching this wrapper's verdict: its worker died mid-job
             died = WorkerDied(f"{job_try - 1} tries ended with no result: the worker died each time")
             await park_job(ctx, settings, payload, died, failed_id)
+            metrics.count_job("parked", time.perf_counter() - started)
             return None
         try:
             async with asyncio.timeout(settings.job_timeout_s):
                 result = await handler(ctx, payload)
         except Retry:
             if job_try < settings.max_tries:
+                metrics.count_job("retried", time.perf_counter() - started)
                 raise
             await park_job(ctx, settings, payload, RuntimeError("retried until max_tries"), failed_id)
+            metrics.count_job("parked", time.perf_counter() - started)
             return None
         except Exception as e:
             if not is_permanent(e) and isinstance(e, TRANSIENT_ERRORS) and job_try < settings.max_tries:
@@ -192,8 +198,10 @@ def with_failure_policy(
                 log.warning(
                     "job_retry", error=type(e).__name__, message=str(e), job_try=job_try, defer_s=defer
                 )
+                metrics.count_job("retried", time.perf_counter() - started)
                 raise Retry(defer=defer) from e
             await park_job(ctx, settings, payload, e, failed_id)
+            metrics.count_job("parked", time.perf_counter() - started)
             return None
         if failed_id != ctx["job_id"]:
             await failed_store.resolve(ctx["redis"], failed_id)

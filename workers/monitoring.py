@@ -148,7 +148,10 @@ async def check_queue_age(redis: Redis, settings: Settings, *, now: float | None
 
 
 async def _sweep(ctx: WorkerContext) -> int:
-    return await sweep_expired_sessions(ctx["redis"], ctx["settings"])
+    published = await sweep_expired_sessions(ctx["redis"], ctx["settings"])
+    if published:
+        ctx["metrics"].events.labels("payment.expired").inc(published)
+    return published
 
 
 async def _deliver(ctx: WorkerContext) -> int:
@@ -159,6 +162,7 @@ async def _deliver(ctx: WorkerContext) -> int:
         settings,
         budget_s=settings.job_timeout_s / 2,
         lease_s=settings.job_timeout_s + PARK_MARGIN_S + 1,
+        metrics=ctx["metrics"],
     )
 
 

@@ -224,6 +224,8 @@ async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> d
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         raise
+    seconds = time.perf_counter() - started
+    ctx["metrics"].count_job(outcome.result, seconds, outcome.event_type)
     log.info(
         "job done",
         result=outcome.result,
@@ -231,7 +233,7 @@ async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> d
         event_id=outcome.event_id,
         phase=outcome.phase,
         flags=list(outcome.flags),
-        ms=round((time.perf_counter() - started) * 1000, 1),
+        ms=round(seconds * 1000, 1),
     )
     return {"result": outcome.result, "payment_key": outcome.payment_key, "flags": list(outcome.flags)}
 

@@ -27,6 +27,7 @@ from schemas.settings import Settings
 from workers.arq_adapter import ClaimingWorker
 from workers.context import WorkerContext
 from workers.failures import notification_function
+from workers.metrics import WorkerMetrics
 from workers.monitoring import alert_on_outcome, scheduled_jobs
 from workers.payment_updates import process_notification
 
@@ -74,8 +75,13 @@ def arq_client(settings: Settings, *, socket_timeout_s: float | None) -> ArqRedi
     return pool
 
 
-def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...)."""
+def worker_options(
+    settings: Settings, *, metrics: WorkerMetrics | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Keyword arguments of `arq.worker.Worker` for this deployment; `overrides` win (burst, poll_delay...).
+
+    `metrics`: what the jobs count into (`cvco-ipn worker` keeps one across the workers it restarts).
+    """
     # retry transient errors, park the rest, alert on outcomes
     functions: list[Function] = [
         notification_function(process_notification, settings, on_outcome=alert_on_outcome)
@@ -100,12 +106,12 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "on_job_start": _on_job_start,
         # results are words ("published"...) and job arguments hold signatures: arq must not log them
         "log_results": False,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "metrics": metrics or WorkerMetrics()},
     }
     options.update(overrides)
     return options
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
+def build_worker(settings: Settings, *, metrics: WorkerMetrics | None = None, **overrides: Any) -> Worker:
     """An arq `Worker` for this deployment (tests: `build_worker(s, burst=True, poll_delay=0, ...)`)."""
-    return ClaimingWorker(**worker_options(settings, **overrides))
+    return ClaimingWorker(**worker_options(settings, metrics=metrics, **overrides))
