@@ -6,20 +6,25 @@ import argparse
 import asyncio
 import json
 import random
+import ssl
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from core.redis_connection import redis_client
 from core.sessions import track_session
 from schemas.session import PendingPayment
 from schemas.settings import Settings, ShopConfig, load_settings
-from simulator.deliver import RetryPolicy, Summary, play
+from simulator.deliver import Attempt, RetryPolicy, Summary, play
 from simulator.scenarios import ALL, SCENARIOS, Delivery, Platform
+
+RetryWaitHook = Callable[[Delivery, int, Attempt], None]
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -49,8 +54,28 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--rate", type=_positive(float), help="notifications per second (default no limit)")
     parser.add_argument("--concurrency", type=_positive(int), default=100, help="open connections at most")
     parser.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per attempt")
-    parser.add_argument("--retries", type=int, choices=range(0, 11), default=4, metavar="0-10")
-    parser.add_argument("--retry-interval", type=_positive(float), default=900.0, help="seconds")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        choices=range(0, 11),
+        default=4,
+        metavar="0-10",
+        help="attempts after a notification that did not get its 200, as the platform makes (default 4)",
+    )
+    parser.add_argument(
+        "--retry-interval",
+        type=_positive(float),
+        default=900.0,
+        metavar="S",
+        help="seconds between those attempts (default 900, the platform's 15 minutes)",
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--cacert", metavar="FILE", help="CA bundle that signed the URL's certificate (a test CA)"
+    )
+    tls.add_argument(
+        "--insecure", action="store_true", help="do not verify the URL's TLS certificate (a test set-up only)"
+    )
     parser.add_argument("--redis-url", help="where silent sessions are registered (default CVCO_REDIS_URL)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run)
@@ -78,6 +103,22 @@ def pick_shop(settings: Settings, shop_id: str | None, mode: str | None) -> tupl
     return shop_id, shop, mode
 
 
+ORDERS_SHOWN = 20
+"""Order ids listed after the table (all of them with --json)."""
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    if args.insecure:
+        return False
+    if args.cacert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=args.cacert)
+    except (OSError, ssl.SSLError) as e:
+        sys.stderr.write(f"cvco-ipn simulate: --cacert {args.cacert}: {e}\n")
+        raise SystemExit(2) from None
+
+
 def print_summary(summary: Summary, console: Console) -> None:
     table = Table(title="Deliveries")
     for column in ("scenario", "sent", "accepted", "retried", "failed"):
@@ -91,12 +132,36 @@ def print_summary(summary: Summary, console: Console) -> None:
     if p50 is not None and p99 is not None:
         rate = total.sent / summary.elapsed_s if summary.elapsed_s else 0.0
         console.print(f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms; {summary.elapsed_s:.2f} s, {rate:.0f}/s")
+    orders = list(summary.orders.items())
+    console.print(Text(f"order ids ({len(orders)}):"))
+    for order, scenario in orders[:ORDERS_SHOWN]:
+        console.print(Text(f"  {order}  {scenario}"), soft_wrap=True)
+    if len(orders) > ORDERS_SHOWN:
+        console.print(Text(f"  and {len(orders) - ORDERS_SHOWN} more (--json lists them all)"))
     for outcome in summary.failures:
         answers = ", ".join(str(a.status or a.error) for a in outcome.attempts)
-        console.print(f"[red]failed[/red] {outcome.delivery.scenario} {outcome.delivery.order_id}: {answers}")
+        console.print(
+            Text("failed", style="red"),
+            Text(f"{outcome.delivery.scenario} {outcome.delivery.order_id}: {answers}"),
+        )
 
 
-async def simulate(args: argparse.Namespace, settings: Settings) -> Summary:
+def _say_retry_wait(console: Console, interval_s: float, retries: int) -> RetryWaitHook:
+    def say(delivery: Delivery, retry: int, failed: Attempt) -> None:
+        answer = failed.status or failed.error
+        console.print(
+            Text(
+                f"{delivery.order_id} ({delivery.scenario}): answered {answer}; retry {retry} of {retries} "
+                f"in {interval_s:g} s (--retry-interval)"
+            )
+        )
+
+    return say
+
+
+async def simulate(
+    args: argparse.Namespace, settings: Settings, on_retry_wait: RetryWaitHook | None = None
+) -> Summary:
     shop_id, shop, mode = pick_shop(settings, args.shop, args.mode)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)
@@ -133,6 +198,8 @@ async def simulate(args: argparse.Namespace, settings: Settings) -> Summary:
             rate=args.rate,
             concurrency=args.concurrency,
             register_session=register_session,
+            on_retry_wait=on_retry_wait,
+            ssl=_tls(args),
         )
     finally:
         await redis.aclose()
@@ -140,9 +207,16 @@ async def simulate(args: argparse.Namespace, settings: Settings) -> Summary:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(require_shops=True)
-    summary = asyncio.run(simulate(args, settings))
+    console = Console()
+    # on a terminal, a scheduled retry says what it waits for: the platform's interval is 15 minutes
+    told = _say_retry_wait(console, args.retry_interval, args.retries) if console.is_terminal else None
+    try:
+        summary = asyncio.run(simulate(args, settings, told))
+    except KeyboardInterrupt:
+        sys.stderr.write("cvco-ipn simulate: interrupted; the notifications sent so far stay sent\n")
+        return 130
     if args.json:
         sys.stdout.write(json.dumps(summary.as_json(), indent=2) + "\n")
     else:
-        print_summary(summary, Console())
+        print_summary(summary, console)
     return 1 if summary.total.failed else 0

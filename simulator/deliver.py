@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -98,6 +100,10 @@ async def post_once(
         return Attempt(None, time.monotonic() - started, f"{type(e).__name__}: {e}")
 
 
+RetryWait = Callable[[int, Attempt], None]
+"""Told before each wait for a retry: the number of the retry to come, and the attempt that failed."""
+
+
 async def deliver(
     session: aiohttp.ClientSession,
     url: str,
@@ -105,6 +111,7 @@ async def deliver(
     policy: RetryPolicy,
     bucket: TokenBucket | None = None,
     slots: asyncio.Semaphore | None = None,
+    on_retry_wait: RetryWait | None = None,
 ) -> tuple[Attempt, ...]:
     """POST until delivered, at most 1 + `policy.retries` times, `policy.interval_s` apart.
 
@@ -113,6 +120,8 @@ async def deliver(
     attempts: list[Attempt] = []
     for attempt_number in range(policy.retries + 1):
         if attempt_number:
+            if on_retry_wait is not None:
+                on_retry_wait(attempt_number, attempts[-1])
             await asyncio.sleep(policy.interval_s)
         if bucket:
             await bucket.acquire()
@@ -140,8 +149,11 @@ class Summary:
     latencies_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     failures: list[DeliveryOutcome] = field(default_factory=list)
+    orders: dict[str, str] = field(default_factory=dict)
+    """Every order id sent, with its scenario, in the order first sent: what to look up afterwards."""
 
     def add(self, outcome: DeliveryOutcome) -> None:
+        self.orders.setdefault(outcome.delivery.order_id, outcome.delivery.scenario)
         counts = self.by_scenario[outcome.delivery.scenario]
         counts.sent += 1
         counts.accepted += outcome.delivered
@@ -175,6 +187,7 @@ class Summary:
             "total": vars(self.total),
             "latency_ms": {"p50": self.percentile_ms(0.50), "p99": self.percentile_ms(0.99)},
             "elapsed_s": round(self.elapsed_s, 3),
+            "orders": [{"order_id": order, "scenario": scenario} for order, scenario in self.orders.items()],
             "failures": [
                 {
                     "scenario": o.delivery.scenario,
@@ -209,12 +222,15 @@ async def play(
     register_session: SessionRegistrar | None = None,
     on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     settle: Callable[[Delivery], Awaitable[None]] | None = None,
+    on_retry_wait: Callable[[Delivery, int, Attempt], None] | None = None,
+    ssl: SSLContext | bool = True,
 ) -> Summary:
     """Deliver everything; a silent session is registered through `register_session` and never notified.
 
     `settle(delivery)`, when given, is awaited after each delivered notification before the next one of
     the same payment: the demo waits there until the worker has applied it, as the platform's notifications
-    of one payment come minutes apart.
+    of one payment come minutes apart. `on_retry_wait(delivery, retry, failed_attempt)` is told before each
+    wait for a retry. `ssl`: aiohttp's (a context with a CA bundle, or False not to verify the certificate).
     """
     policy = policy or RetryPolicy()
     bucket = TokenBucket(rate) if rate else None
@@ -229,7 +245,8 @@ async def play(
                 if register_session is not None and await register_session(delivery.session):
                     attempts = (Attempt(200, 0.0),)
             else:
-                attempts = await deliver(session, url, delivery.fields, policy, bucket, slots)
+                told = functools.partial(on_retry_wait, delivery) if on_retry_wait is not None else None
+                attempts = await deliver(session, url, delivery.fields, policy, bucket, slots, told)
             outcome = DeliveryOutcome(delivery, attempts)
             summary.add(outcome)
             if on_outcome:
@@ -237,7 +254,7 @@ async def play(
             if settle is not None and outcome.delivered and delivery.session is None:
                 await settle(delivery)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=ssl)
     async with aiohttp.ClientSession(connector=connector) as session, asyncio.TaskGroup() as tasks:
         for chain in payment_chains(deliveries):
             tasks.create_task(run_chain(session, chain))
