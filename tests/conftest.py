@@ -14,7 +14,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from arq.connections import ArqRedis
 from pydantic import SecretStr
+from redis import Redis as SyncRedis
 from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from schemas.job import dumps, loads
 from schemas.settings import Settings, ShopConfig
@@ -23,6 +25,34 @@ TEST_REDIS_URL = os.environ.get("CVCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 SHOP_ID = "12345678"
 TEST_KEY = "1122334455667788"
 PRODUCTION_KEY = "8877665544332211"
+
+
+SUITE_MARK = "cvco-ipn:test-suite-database"
+"""Left in the test database when a run ends: the next run knows the data there is its own."""
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Run only on a database that is empty or the suite's own: every test flushes it."""
+    client = SyncRedis.from_url(TEST_REDIS_URL)
+    try:
+        keys = client.dbsize()
+        ours = bool(client.exists(SUITE_MARK))
+    except RedisError as e:
+        pytest.exit(f"no Redis for the tests at {TEST_REDIS_URL} (CVCO_TEST_REDIS_URL): {e}", returncode=2)
+    finally:
+        client.close()
+    if keys and not ours:
+        pytest.exit(
+            f"{TEST_REDIS_URL} holds {keys} keys the test suite did not leave, and every test flushes it: point "
+            "CVCO_TEST_REDIS_URL at an empty database (or, if an interrupted run left them, empty it with "
+            "redis-cli -u URL flushdb)",
+            returncode=2,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    with SyncRedis.from_url(TEST_REDIS_URL) as client:
+        client.set(SUITE_MARK, "every test flushes this database")
 
 
 def free_port() -> int:
