@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from typing import Any
 
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.logs import configure_logging
+from cli.runner import cannot_reach
 from cli.text import cell
+from core.redis_connection import redis_client
 from schemas.settings import load_settings
 from simulator.deliver import DeliveryOutcome
 from simulator.demo import DEMO_TEST_KEY, DemoReport, run_demo
@@ -120,6 +124,9 @@ def print_outcome(report: DemoReport, console: Console) -> None:
 async def _demo(args: argparse.Namespace, console: Console) -> DemoReport:
     base = load_settings()
     redis_url = os.environ.get("CVCO_REDIS_URL") or None
+    if redis_url is not None:  # a shared Redis that does not answer: say so before any traffic
+        async with redis_client(base, socket_timeout_s=base.redis_timeout_s) as redis:
+            await redis.ping()
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -150,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # a pipe or a log file: wide enough for the tables, never wrapped
         console = Console(width=170)
-    report = asyncio.run(_demo(args, console))
+    try:
+        report = asyncio.run(_demo(args, console))
+    except (RedisError, OSError) as e:  # CVCO_REDIS_URL names a Redis that does not answer
+        sys.stderr.write(cannot_reach(load_settings(), e) + "\n")
+        return 1
     print_events(report, console)
     print_failed(report, console)
     print_outcome(report, console)

@@ -107,6 +107,7 @@ def test_an_unknown_cvco_variable_is_named_in_one_warning_line() -> None:
         ["replay", "--all"],
         ["events", "tail", "--count", "1"],
         ["rejected", "list"],
+        ["demo"],
     ],
 )
 def test_redis_down_is_one_line_naming_it(command: list[str]) -> None:
