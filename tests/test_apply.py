@@ -74,7 +74,7 @@ def pure_final(notes: list[dict[str, str]]) -> tuple[object, list[str]]:
     for fields in notes:
         decision = decide(state, parse_notification(fields), RECEIVED_AT)
         state = decision.state or state
-        if decision.event_data:
+        if decision.event:
             ids.append(event_of(decision).event_id)
     return essence(state), ids
 

@@ -61,7 +61,7 @@ def test_a_pending_leg_keeps_the_cascade_pending_until_a_later_notification_upda
             source="BATCH",
         ),
     )
-    assert [event_of(d).type for d in decisions if d.event_data] == [
+    assert [event_of(d).type for d in decisions if d.event] == [
         "payment.pending",
         "payment.accepted",
         "payment.captured",

@@ -16,7 +16,6 @@ from tests.notifications import RECEIVED_AT, TRANS_ID, UUID_PAY, UUID_REFUND, ev
 from workers.auth_codes import AUTH_RESULTS, auth_message
 from workers.cascade import UnknownStatus
 from workers.decide import Decision, decide, decide_expiry, echoed_data
-from workers.events import event_json
 from workers.payment import ACCEPTED_AFTER_EXPIRY, NON_EUR_CVCO, PARTIAL_CANCEL, PARTIAL_REFUND, PaymentState
 from workers.status import KNOWN_STATUSES
 
@@ -118,7 +117,7 @@ def test_a_stale_authorised_after_cancelled_changes_nothing() -> None:
     )
     assert [d.result for d in decisions] == ["published", "published", "stale"]
     assert event_of(decisions[1]).type == "payment.cancelled"
-    assert decisions[2].event_data is None
+    assert decisions[2].event is None
     assert state is not None and state.phase == "cancelled" and state.paid_amount == 0
 
 
@@ -255,23 +254,20 @@ _ECHO_NAMES = st.sampled_from(
     ),
     micros=st.integers(0, 999_999),
 )
-def test_the_published_json_is_exactly_the_event_models_serialization(
+def test_a_consumer_reads_back_exactly_the_published_event(
     status: str, echoed: dict[str, str], micros: int
 ) -> None:
-    """The event the worker writes (plain data, serialized once) is PaymentEvent's JSON, byte for byte.
-
-    Any echoed text (non-ASCII, quotes, control characters) and any received_at; the data also passes
-    PaymentEvent's validation, so it keeps to the schema.
-    """
+    """Any echoed text (non-ASCII, quotes, control characters) and any received_at: the JSON the worker
+    publishes parses back, by the contract's model, into the very event it was made from."""
     fields = {**notification(status), **echoed}
     received_at = RECEIVED_AT.replace(microsecond=micros)
-    decision = decide(None, parse_notification(fields), received_at)
-    assert decision.event_data is not None
-    model = PaymentEvent.model_validate(decision.event_data)
-    assert event_json(decision.event_data) == model.model_dump_json()
-    expiry = decide_expiry(None, _pending(), received_at)
-    assert expiry.event_data is not None
-    assert event_json(expiry.event_data) == PaymentEvent.model_validate(expiry.event_data).model_dump_json()
+    for decision in (
+        decide(None, parse_notification(fields), received_at),
+        decide_expiry(None, _pending(), received_at),
+    ):
+        event = event_of(decision)
+        assert PaymentEvent.model_validate_json(event.model_dump_json()) == event
+        assert event.received_at == received_at
 
 
 @settings(max_examples=150, deadline=None)

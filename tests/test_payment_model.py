@@ -102,8 +102,8 @@ def run(notes: Life) -> tuple[PaymentState | None, list[dict[str, Any]]]:
     for fields in notes:
         decision = decide(state, parse_notification(fields), RECEIVED_AT)
         state = decision.state or state
-        if decision.event_data is not None:
-            events.append(decision.event_data)
+        if decision.event is not None:
+            events.append(decision.event.model_dump(mode="json"))
     return state, events
 
 
@@ -143,9 +143,9 @@ def test_no_event_moves_a_payment_backwards_and_none_is_published_twice(case: tu
     for fields in arrival:
         decision = decide(state, parse_notification(fields), RECEIVED_AT)
         state = decision.state or state
-        if decision.event_data is not None and decision.state is not None:
+        if decision.event is not None and decision.state is not None:
             progress.append(outcome_of(decision.state).progress)
-            ids.append(decision.event_data["event_id"])
+            ids.append(decision.event.event_id)
     assert progress == sorted(progress)
     assert len(ids) == len(set(ids))
 
@@ -156,5 +156,5 @@ def test_an_exact_duplicate_changes_nothing_and_publishes_nothing(life: Life) ->
     state, _ = run(life)
     for fields in life:
         decision = decide(state, parse_notification(fields), RECEIVED_AT)
-        assert decision.state is None and decision.event_data is None
+        assert decision.state is None and decision.event is None
         assert decision.result in ("duplicate", "stale")

@@ -47,7 +47,6 @@ from schemas.job import QueuedNotification
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from workers.decide import Decision
-from workers.events import event_json
 from workers.history import (
     HISTORY_CAP,
     REMEMBER_LUA,
@@ -210,7 +209,7 @@ async def apply_decision(
             raise ValueError("a decision without a new state or a history entry has nothing to write")
         item: _Item = (PAYMENT_PREFIX + key, version, "", "", "", "", "", "", key, "", history, "")
     else:
-        event = decision.event_data
+        event = decision.event
         watch_done = state.phase not in (None, "pending")
         paid = state.phase in PAID_PHASES and state.order_id is not None
         target = refund_target_key(state.shop_id, state.mode, state.order_id or "") if paid else ""
@@ -218,10 +217,10 @@ async def apply_decision(
             PAYMENT_PREFIX + state.key,
             version,
             state.model_dump_json(),
-            event_json(event) if event else "",
-            event["type"] if event else "",
+            event.model_dump_json() if event else "",
+            event.type if event else "",
             state.shop_id,
-            event["event_id"] if event else "",
+            event.event_id if event else "",
             "1" if watch_done else "0",
             state.key,
             target,

@@ -14,8 +14,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from schemas.event import EventType, PaymentEvent
 from schemas.notification import Notification, payment_key
 from schemas.session import PendingPayment
 from workers.cascade import transactions_of
@@ -36,11 +37,11 @@ SESSION_TIMEOUT = "SESSION_TIMEOUT"
 
 @dataclass(frozen=True)
 class Decision:
-    """The new state (None: nothing to write), the event to publish (if any, as JSON data) and why."""
+    """The new state (None: nothing to write), the event to publish (if any) and why."""
 
     result: Result
     state: PaymentState | None
-    event_data: dict[str, Any] | None
+    event: PaymentEvent | None
     flags: tuple[str, ...] = ()
     reason: str = ""
 
@@ -50,7 +51,7 @@ class Change:
     """What a new state is to the old one: whether to write it, and the event type it announces."""
 
     recorded: bool
-    event_type: str | None
+    event_type: EventType | None
     reason: str
     backwards: bool = False
 
@@ -74,13 +75,13 @@ def what_changed(old: PaymentState | None, new: PaymentState) -> Change:
     return Change(True, event_type(after), "")
 
 
-def event_type(outcome: Outcome) -> str:
+def event_type(outcome: Outcome) -> EventType:
     """The type of the event announcing an outcome: a function of the outcome alone, never of the path.
 
     So the last event of a payment is the same whatever order its notifications came in; a new kind of
     fact (a capture date moved, say) becomes a new type here without touching the phase derivation.
     """
-    return f"payment.{outcome.phase}"
+    return cast(EventType, f"payment.{outcome.phase}")  # a phase is one of the types' suffixes
 
 
 def _visible(outcome: Outcome) -> tuple[object, ...]:

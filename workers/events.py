@@ -2,9 +2,7 @@
 
 Only echoed merchant data and masked platform data go in; never a key, signature, `vads_hash` or card number.
 
-The event is built as plain JSON data, in `schemas.event.PaymentEvent`'s field order, and serialized
-once by `event_json`: byte for byte what `PaymentEvent(**data).model_dump_json()` gives (a test holds
-them equal), without validating again what the payment state already validated.
+The event is a `schemas.event.PaymentEvent`, the one definition of its shape (and of its JSON Schema).
 """
 
 from __future__ import annotations
@@ -12,10 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import cast
 
 import orjson
 
+from schemas.event import AuthResult, EventType, Leg, PaymentEvent
+from schemas.settings import Mode
 from workers.auth_codes import SESSION_EXPIRED, auth_message
 from workers.payment import PaymentState, announced_transactions
 
@@ -81,18 +81,8 @@ def event_id(state: PaymentState) -> str:
     return hashlib.sha256(orjson.dumps(content)).hexdigest()
 
 
-def iso_utc(moment: datetime) -> str:
-    """`2024-05-01T12:01:00Z` (microseconds when set): how pydantic writes an aware UTC datetime."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def event_json(event: dict[str, Any]) -> str:
-    """The event as published: compact JSON, non-ASCII as is (pydantic's `model_dump_json` form)."""
-    return orjson.dumps(event).decode("utf-8")
-
-
-def build_event(state: PaymentState, trigger: Trigger, event_type: str) -> dict[str, Any]:
-    """The event `event_type` announcing `state` (whose phase must be set), caused by `trigger`, as JSON data.
+def build_event(state: PaymentState, trigger: Trigger, event_type: EventType) -> PaymentEvent:
+    """The event `event_type` announcing `state` (whose phase must be set), caused by `trigger`.
 
     `trans_id`, `trans_uuid`, `status`, `auth_result` and `source` are the trigger's, as received.
     """
@@ -100,42 +90,42 @@ def build_event(state: PaymentState, trigger: Trigger, event_type: str) -> dict[
         raise ValueError("a payment with no phase has nothing to announce")
     transactions = announced_transactions(state)
     legs = [
-        {
-            "sequence_number": tx.sequence_number,
-            "card_brand": tx.card_brand,
-            "amount": tx.amount,
-            "status": tx.status,
-            "auth_result": {"code": tx.auth_result, "message": auth_message(tx.auth_result)},
-            "trans_uuid": tx.trans_uuid,
-            "operation_type": tx.operation_type,
-        }
+        Leg(
+            sequence_number=tx.sequence_number,
+            card_brand=tx.card_brand,
+            amount=tx.amount,
+            status=tx.status,
+            auth_result=AuthResult(code=tx.auth_result, message=auth_message(tx.auth_result)),
+            trans_uuid=tx.trans_uuid,
+            operation_type=tx.operation_type,
+        )
         for tx in transactions
     ]
     detected = trigger.source == "SESSION_TIMEOUT"
     message = SESSION_EXPIRED if detected else auth_message(trigger.auth_result)
-    return {
-        "event_id": event_id(state),
-        "type": event_type,
-        "shop_id": state.shop_id,
-        "mode": state.mode,
-        "order_id": state.order_id,
-        "trans_id": trigger.trans_id,
-        "trans_uuid": trigger.trans_uuid,
-        "status": trigger.status,
-        "amount": state.amount or 0,
-        "currency": currency_alpha(state.currency),
-        "paid_amount": state.paid_amount,
-        "cvco_amount": state.cvco_amount,
-        "refunded_amount": state.refunded_amount,
-        "legs": legs,
-        "auth_result": {"code": trigger.auth_result, "message": message},
-        "source": trigger.source,
-        "customer": state.customer,
-        "shipping": state.shipping,
-        "products": state.products,
-        "ext_info": state.ext_info,
-        "received_at": iso_utc(trigger.received_at),
-        "payment_key": state.key,
-        "operation_type": trigger.operation_type,
-        "flags": state.flags,
-    }
+    return PaymentEvent(
+        event_id=event_id(state),
+        type=event_type,
+        shop_id=state.shop_id,
+        mode=cast(Mode, state.mode),  # a PaymentState's mode is a notification's vads_ctx_mode, validated
+        order_id=state.order_id,
+        trans_id=trigger.trans_id,
+        trans_uuid=trigger.trans_uuid,
+        status=trigger.status,
+        amount=state.amount or 0,
+        currency=currency_alpha(state.currency),
+        paid_amount=state.paid_amount,
+        cvco_amount=state.cvco_amount,
+        refunded_amount=state.refunded_amount,
+        legs=legs,
+        auth_result=AuthResult(code=trigger.auth_result, message=message),
+        source=trigger.source,
+        customer=state.customer,
+        shipping=state.shipping,
+        products=state.products,
+        ext_info=state.ext_info,
+        received_at=trigger.received_at.astimezone(UTC),
+        payment_key=state.key,
+        operation_type=trigger.operation_type,
+        flags=state.flags,
+    )

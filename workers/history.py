@@ -75,9 +75,9 @@ def expiry_entry(now: datetime) -> dict[str, Any]:
 def entry_json(entry: dict[str, Any], decision: Decision) -> str:
     """The entry with what the worker did; a JSON object the script may extend with `sid`."""
     done = {**entry, "did": decision.result}
-    if decision.event_data is not None:
-        done["ev"] = decision.event_data["type"]
-        done["eid"] = decision.event_data["event_id"]
+    if decision.event is not None:
+        done["ev"] = decision.event.type
+        done["eid"] = decision.event.event_id
     return json.dumps(done, separators=(",", ":"), ensure_ascii=False)
 
 

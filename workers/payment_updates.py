@@ -104,13 +104,13 @@ async def _apply_until_settled(
 
 
 def _outcome(key: str, decision: Decision) -> JobOutcome:
-    event = decision.event_data
+    event = decision.event
     phase = decision.state.phase if decision.state else None
     return JobOutcome(
         result=decision.result,
         payment_key=key,
-        event_type=event["type"] if event else None,
-        event_id=event["event_id"] if event else None,
+        event_type=event.type if event else None,
+        event_id=event.event_id if event else None,
         phase=phase,
         flags=decision.flags,
         reason=decision.reason,
