@@ -32,7 +32,7 @@ from tests.notifications import (
     notification,
     queued,
 )
-from workers.apply import PAYMENT_TTL_S, VersionConflict, apply_decision, load_payment
+from workers.apply import PAYMENT_TTL_S, StateWriter, VersionConflict, apply_decision, load_payment
 from workers.decide import decide
 from workers.payment import PaymentState
 from workers.payment_updates import handle_notification
@@ -200,9 +200,10 @@ async def test_two_conflicting_writes_of_one_payment_in_one_batch_apply_in_order
     submitted wins, the second gets a conflict carrying the first one's state, and one event is published."""
     authorised = decide(None, parse_notification(notification("AUTHORISED")), RECEIVED_AT)
     captured = decide(None, parse_notification(notification("CAPTURED", source="BATCH")), RECEIVED_AT)
+    writer = StateWriter.for_settings(redis, settings)
     first, second = await asyncio.gather(
-        apply_decision(redis, settings, "0", authorised),
-        apply_decision(redis, settings, "0", captured),
+        apply_decision(writer, "0", authorised),
+        apply_decision(writer, "0", captured),
         return_exceptions=True,
     )
     assert isinstance(first, str) and first
@@ -216,10 +217,14 @@ async def test_two_conflicting_writes_of_one_payment_in_one_batch_apply_in_order
 async def test_one_payment_notified_many_times_at_once_on_one_client_settles_as_in_sequence(
     settings: Settings, shop: ShopConfig, redis: Redis
 ) -> None:
-    """Every notification of a payment's life handled concurrently on one client (their writes share
-    batches and conflict within them): the final state is the sequential one, no event repeats."""
+    """Every notification of a payment's life handled concurrently through one writer, as a worker's jobs
+    are (their writes share batches and conflict within them): the final state is the sequential one, no
+    event repeats."""
     life = [*SINGLE_LIFE, *SINGLE_LIFE[:2]]
-    outcomes = await asyncio.gather(*(handle_notification(redis, settings, queued(f, shop)) for f in life))
+    writer = StateWriter.for_settings(redis, settings)
+    outcomes = await asyncio.gather(
+        *(handle_notification(redis, settings, queued(f, shop), writer) for f in life)
+    )
     assert essence(await load_payment(redis, outcomes[0].payment_key)) == pure_final(SINGLE_LIFE)[0]
     entries = await redis.xrange(settings.stream)
     ids = [json.loads(fields[b"event"])["event_id"] for _, fields in entries]
@@ -232,9 +237,10 @@ async def test_writes_of_one_batch_apply_in_order_of_receipt_not_of_submission(
     """A notification received earlier but reaching the write later in the same batch still goes first."""
     authorised = decide(None, parse_notification(notification("AUTHORISED")), RECEIVED_AT)
     captured = decide(None, parse_notification(notification("CAPTURED", source="BATCH")), RECEIVED_AT)
+    writer = StateWriter.for_settings(redis, settings)
     later, earlier = await asyncio.gather(
-        apply_decision(redis, settings, "0", captured, received=2.0),
-        apply_decision(redis, settings, "0", authorised, received=1.0),
+        apply_decision(writer, "0", captured, received=2.0),
+        apply_decision(writer, "0", authorised, received=1.0),
         return_exceptions=True,
     )
     assert isinstance(earlier, str) and isinstance(later, VersionConflict)
@@ -289,17 +295,18 @@ async def test_writes_submitted_while_a_batch_is_in_flight_go_together_in_the_ne
         decide(None, parse_notification(notification("AUTHORISED", trans_id=trans_id)), RECEIVED_AT)
         for trans_id in ("000001", "000002", "000003")
     )
-    await apply_decision(redis, settings, "0", first)  # the script is cached: one EVALSHA per batch from now
+    writer = StateWriter.for_settings(redis, settings)
+    await apply_decision(writer, "0", first)  # the script is cached: one EVALSHA per batch from now
     await redis.delete(PAYMENT_PREFIX + (first.state.key if first.state else ""))
     calls_before = await _evalsha_calls(redis)
     # WRITE mode: scripts wait, CLIENT LIST and INFO still answer; lifted as soon as the writes are in
     await redis.client_pause(10_000, all=False)
     try:
-        writes = [asyncio.create_task(apply_decision(redis, settings, "0", first))]
+        writes = [asyncio.create_task(apply_decision(writer, "0", first))]
         await _held_script_call(redis)
-        writes.append(asyncio.create_task(apply_decision(redis, settings, "0", second)))
+        writes.append(asyncio.create_task(apply_decision(writer, "0", second)))
         await asyncio.sleep(0)  # a later turn
-        writes.append(asyncio.create_task(apply_decision(redis, settings, "0", third)))
+        writes.append(asyncio.create_task(apply_decision(writer, "0", third)))
         await asyncio.sleep(0)  # the third is submitted
     finally:
         await redis.client_unpause()

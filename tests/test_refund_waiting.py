@@ -13,7 +13,7 @@ from schemas.job import PROCESS_NOTIFICATION, QueuedNotification
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import UUID_REFUND, notification, signed
 from tests.test_worker import events
-from workers.apply import load_payment
+from workers.apply import StateWriter, load_payment
 from workers.metrics import WorkerMetrics
 from workers.payment import REFUND_UNATTACHED
 from workers.payment_updates import WAIT_SUFFIX, handle_notification, process_notification
@@ -90,6 +90,7 @@ async def test_the_waiting_refund_job_is_queued_again_for_later(
         "redis": pool,
         "settings": settings,
         "metrics": WorkerMetrics(),
+        "state_writer": StateWriter.for_settings(pool, settings),
         "job_id": "ipn:abc",
         "job_try": 1,
     }

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,8 +184,7 @@ async def load_payment(redis: Redis, key: str) -> PaymentState | None:
 
 
 async def apply_decision(
-    redis: Redis,
-    settings: Settings,
+    writer: StateWriter,
     version: str,
     decision: Decision,
     received: float = 0.0,
@@ -199,8 +197,8 @@ async def apply_decision(
     A decision without a new state (duplicate, stale) writes only `entry` on payment `key`, at the same
     version check, so the history says "duplicate" only of the state that made it one. Returns the
     stream entry id (None when the decision has no event); raises `VersionConflict` with the current version and state, so the
-    caller decides again without another read. The write goes with those of the other jobs applying in
-    the same event-loop turn, in one EVAL (`StateWriter`).
+    caller decides again without another read. The write goes with those of the other jobs applying
+    through the same `writer` in the same event-loop turn, in one EVAL.
     """
     state = decision.state
     history = entry_json(entry, decision) if entry is not None else ""
@@ -227,7 +225,7 @@ async def apply_decision(
             history,
             refs_of(state, entry or {}),
         )
-    reply = await _writer(redis, settings).submit(item, received)
+    reply = await writer.submit(item, received)
     if not int(reply[0]):
         raw = reply[2]
         current = PaymentState.model_validate_json(raw) if raw else None
@@ -242,7 +240,7 @@ _Item = tuple[str, str, str, str, str, str, str, str, str, str, str, str]
 class StateWriter:
     """Coalesces the compare-and-sets of the jobs running at once into one EVAL in flight at a time.
 
-    Each job `submit`s its item and awaits its own reply. The first submission while nothing is in flight
+    A worker makes one at start-up and its jobs share it (`ctx["state_writer"]`). Each job `submit`s its item and awaits its own reply. The first submission while nothing is in flight
     starts a task that runs at the next turn, after every job that was ready in this one: it takes all
     pending items and sends them in one script call, applied in order of receipt time (a conflict is
     answered per item, so its job decides again as it would alone). Items submitted while that call is in
@@ -253,11 +251,17 @@ class StateWriter:
     """
 
     def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+        """A writer on this client (a batch goes over one of its connections) to this stream."""
         self._redis = redis
         self._head = [stream, SESSIONS_KEY]
         self._shared = [str(maxlen), str(PAYMENT_TTL_S), str(HISTORY_CAP)]
         self._pending: list[tuple[float, _Item, asyncio.Future[list[Any]]]] = []
         self._flush: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_settings(cls, redis: Redis, settings: Settings) -> StateWriter:
+        """The writer to `settings.stream`, capped at `settings.stream_maxlen`."""
+        return cls(redis, settings.stream, settings.stream_maxlen)
 
     async def submit(self, item: _Item, received: float) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -301,16 +305,3 @@ class StateWriter:
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
-
-
-_writers: weakref.WeakKeyDictionary[Redis, dict[tuple[str, int], StateWriter]] = weakref.WeakKeyDictionary()
-
-
-def _writer(redis: Redis, settings: Settings) -> StateWriter:
-    """The writer of this client for this stream (one batch per client: a batch uses one connection)."""
-    by_stream = _writers.setdefault(redis, {})
-    target = (settings.stream, settings.stream_maxlen)
-    writer = by_stream.get(target)
-    if writer is None:
-        writer = by_stream[target] = StateWriter(redis, *target)
-    return writer

@@ -8,15 +8,18 @@ from arq.typing import WorkerCoroutine
 from redis.asyncio import Redis
 
 from schemas.settings import Settings
+from workers.apply import StateWriter
 from workers.metrics import WorkerMetrics
 
 
 class WorkerContext(TypedDict, total=False):
-    """arq's own keys (`redis`, `job_id`, `job_try`, ...), the worker's settings and metrics (`ctx=` of the worker)."""
+    """arq's own keys (`redis`, `job_id`, `job_try`, ...), the worker's settings and metrics (`ctx=` of the
+    worker), and the state writer its jobs share (set at start-up)."""
 
     redis: Redis  # arq's ArqRedis; the jobs use only its Redis commands
     settings: Settings
     metrics: WorkerMetrics
+    state_writer: StateWriter
     job_id: str
     job_try: int
     enqueue_time: Any

@@ -34,7 +34,7 @@ from schemas.job import PROCESS_NOTIFICATION, QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key, platform_reserved
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
-from workers.apply import VersionConflict, apply_decision, refund_target_key
+from workers.apply import StateWriter, VersionConflict, apply_decision, refund_target_key
 from workers.context import WorkerContext
 from workers.decide import Decision, Result, decide, decide_expiry
 from workers.history import expiry_entry, notification_entry
@@ -72,8 +72,7 @@ class JobOutcome:
 
 
 async def _apply_until_settled(
-    redis: Redis,
-    settings: Settings,
+    writer: StateWriter,
     key: str,
     decide_on: Callable[[PaymentState | None], Decision],
     received: datetime,
@@ -96,7 +95,7 @@ async def _apply_until_settled(
         if decision.state is None and (state is None or entry["k"] != "n"):
             return decision  # a payment never seen, or an expiry that is no news: nothing to write
         try:
-            await apply_decision(redis, settings, version, decision, order, entry, key)
+            await apply_decision(writer, version, decision, order, entry, key)
             return decision
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version
@@ -137,8 +136,13 @@ async def _payment_of(redis: Redis, note: Notification) -> str | None:
     return target.decode() if isinstance(target, bytes) else str(target)
 
 
-async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNotification) -> JobOutcome:
-    """Authenticate, decide and apply one queued notification, exactly once (see the module docstring)."""
+async def handle_notification(
+    redis: Redis, settings: Settings, queued: QueuedNotification, writer: StateWriter | None = None
+) -> JobOutcome:
+    """Authenticate, decide and apply one queued notification, exactly once (see the module docstring).
+
+    `writer`: the worker's, shared by its jobs so their writes go together; by default one of its own.
+    """
     authenticate(queued.fields, settings)  # what the receiver checked, against this worker's own settings
     note = parse_notification(queued.fields)
     key = await _payment_of(redis, note)
@@ -149,8 +153,7 @@ async def handle_notification(redis: Redis, settings: Settings, queued: QueuedNo
             return JobOutcome(result="waiting", payment_key=own)
         key = own  # past the wait: published on its own, flagged refund_unattached and alerted
     decision = await _apply_until_settled(
-        redis,
-        settings,
+        writer or StateWriter.for_settings(redis, settings),
         key,
         lambda state: decide(state, note, queued.received_at, key),
         queued.received_at,
@@ -180,7 +183,11 @@ async def publish_session_expiry(
 ) -> JobOutcome:
     """Publish `payment.expired` for a silent session, once, unless the payment got past pending."""
     decision = await _apply_until_settled(
-        redis, settings, pending.key, lambda state: decide_expiry(state, pending, now), now, expiry_entry(now)
+        StateWriter.for_settings(redis, settings),
+        pending.key,
+        lambda state: decide_expiry(state, pending, now),
+        now,
+        expiry_entry(now),
     )
     outcome = _outcome(pending.key, decision)
     _log(outcome)
@@ -213,7 +220,7 @@ async def process_notification(ctx: WorkerContext, payload: dict[str, Any]) -> d
         shop_id=fields.get("vads_site_id"),
     )
     try:
-        outcome = await handle_notification(ctx["redis"], ctx["settings"], queued)
+        outcome = await handle_notification(ctx["redis"], ctx["settings"], queued, ctx["state_writer"])
         if outcome.result == "waiting":
             await _look_again_later(ctx, payload)
     except Exception as e:

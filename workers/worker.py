@@ -24,6 +24,7 @@ from arq.worker import Function, Worker
 from core.redis_connection import redis_client
 from schemas.job import dumps, loads
 from schemas.settings import Settings
+from workers.apply import StateWriter
 from workers.arq_adapter import ClaimingWorker
 from workers.context import WorkerContext
 from workers.failures import notification_function
@@ -54,6 +55,8 @@ async def _on_job_start(ctx: WorkerContext) -> None:
 
 
 async def _on_startup(ctx: WorkerContext) -> None:
+    # the jobs running at once write their payments' states together, on arq's client
+    ctx["state_writer"] = StateWriter.for_settings(ctx["redis"], ctx["settings"])
     # what is alive now (modules, pydantic's validators, settings) lives as long as the process: out of
     # the collector's sight, a full collection walks only what jobs allocate
     gc.freeze()
