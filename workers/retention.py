@@ -12,13 +12,13 @@ to drop. The failed-job store has no age limit (a parked job waits for an operat
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 
 from core.keys import FORENSICS_STREAM
 from schemas.settings import Settings
+from workers.context import WorkerContext
 
 RETENTION_SECOND = 45
 """Second of each minute when the sweep runs (away from the other crons' ticks at 0, 10, 20...)."""
@@ -46,5 +46,5 @@ async def sweep_retention(redis: Redis, settings: Settings) -> dict[str, int]:
     return dropped
 
 
-async def retention_cron(ctx: dict[str, Any]) -> dict[str, int]:
+async def retention_cron(ctx: WorkerContext) -> dict[str, int]:
     return await sweep_retention(ctx["redis"], ctx["settings"])
