@@ -2,7 +2,7 @@
 
 Each worker has its own `WorkerMetrics` (and registry), handed to its jobs and crons in arq's `ctx`.
 deploy/prometheus/ writes its alerts and panels against these names. A worker cannot report its own
-absence: "no worker alive" is Prometheus's `up` for the worker's scrape target.
+absence: "no worker alive" is Prometheus finding no worker's metrics at all (`CvcoNoWorkerAlive`).
 """
 
 from __future__ import annotations
