@@ -56,38 +56,13 @@ sys.path.insert(0, str(ROOT))
 
 from core.signature import sign_fields  # noqa: E402  # the project root is put on sys.path just above
 from schemas.settings import ShopConfig  # noqa: E402  # same reason
+from tests.perf.wrk_load import LUA, TASKSET, WRK, cpu_seconds, percentile_ms, pinned, wrk  # noqa: E402  # same reason
 
 SHOP_ID = "12345678"
 TEST_KEY = "1122334455667788"
 PRODUCTION_KEY = "8877665544332211"
-WRK = "/usr/bin/wrk"
-TASKSET = "/usr/bin/taskset"
 REFERENCE_BASELINE_RPS = 5000
 """The naive baseline's requests/s on the machine where the intake issue set its p99 <= 5 ms target."""
-
-LUA = """
-local bodies = {}
-local n = 0
-local count = 0
-
-function setup(thread)
-  thread:set("thread_id", count)
-  count = count + 1
-end
-
-function init(args)
-  local line_no = 0
-  for line in io.lines("%(path)s") do
-    if line_no %% %(threads)d == thread_id then bodies[#bodies + 1] = line end
-    line_no = line_no + 1
-  end
-end
-
-function request()
-  n = n %% #bodies + 1
-  return wrk.format("POST", "/ipn", {["Content-Type"] = "application/x-www-form-urlencoded"}, bodies[n])
-end
-"""
 
 
 @dataclass(frozen=True)
@@ -159,48 +134,11 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float
     raise SystemExit(f"nothing listens on port {port} after {timeout_s:g} s")
 
 
-def _ms(value: str) -> float:
-    """A wrk duration (`850.00us`, `1.20ms`, `1.05s`, `1.01m`) in milliseconds."""
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value).groups()  # type: ignore[union-attr]  # wrk's format
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
-
-
-def _percentile_ms(wrk_report: str, percent: int) -> float:
-    """A line of wrk's latency distribution (`     99%    5.01ms`), anchored at the start of the line:
-    a thread-stats column such as `57.50%` must not be taken for the 50% line."""
-    match = re.search(rf"^\s+{percent}%\s+(\S+)\s*$", wrk_report, re.MULTILINE)  # wrk pads "1.77s "
-    if match is None:
-        raise SystemExit(f"no {percent}% line in wrk's report:\n{wrk_report}")
-    return _ms(match.group(1))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(port: int, lua: Path, args: argparse.Namespace, seconds: int) -> str:
-    """wrk's report of `seconds` of load on the server at `port`."""
-    command = [
-        *_pinned(args.load_cpu),
-        WRK,
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{seconds}s",
-        "--latency",
-        "-s",
-        str(lua),
-        f"http://127.0.0.1:{port}/ipn",
-    ]
-    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-
-
 def run_wrk(
     name: str, pid: int, port: int, lua: Path, args: argparse.Namespace, client: redis.Redis
 ) -> Result:
     cpu_before = cpu_seconds(pid)
-    out = wrk(port, lua, args, args.duration)
+    out = wrk(port, lua, args.threads, args.connections, args.duration, args.load_cpu)
     if args.verbose:
         print(f"--- wrk against {name} ---\n{out}")
     cpu_used = cpu_seconds(pid) - cpu_before
@@ -210,8 +148,8 @@ def run_wrk(
     return Result(
         name=name,
         requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]  # wrk always prints it
-        p50_ms=_percentile_ms(out, 50),
-        p99_ms=_percentile_ms(out, 99),
+        p50_ms=percentile_ms(out, 50),
+        p99_ms=percentile_ms(out, 99),
         requests=requests,
         errors=(int(errors.group(1)) if errors else 0)
         + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
@@ -219,11 +157,6 @@ def run_wrk(
         jobs=sum(cast(int, client.zcard(queue)) for queue in ("cvco:queue", "arq:queue")),
         cpu_us_per_request=cpu_used / max(requests, 1) * 1e6,
     )
-
-
-def _pinned(cpu: str) -> list[str]:
-    """A command prefix that keeps the process on `cpu` (empty when pinning is off)."""
-    return [TASKSET, "-c", cpu] if cpu else []
 
 
 OURS, BASELINE, REPLICATED = "cvco-ipn serve", "naive baseline", "serve, WAIT 1"
@@ -308,10 +241,10 @@ def replicated_redis(directory: Path) -> Iterator[str]:
 def bench(
     name: str, command: list[str], env: dict[str, str], port: int, lua: Path, args: argparse.Namespace
 ) -> Result:
-    with serving([*_pinned(args.server_cpu), *command], env, port, args.redis) as (server, client):
+    with serving([*pinned(args.server_cpu), *command], env, port, args.redis) as (server, client):
         if args.warmup > 0:
             # first requests pay for lazy imports, caches and the Lua script load: not what is measured
-            wrk(port, lua, args, args.warmup)
+            wrk(port, lua, args.threads, args.connections, args.warmup, args.load_cpu)
             client.flushdb()
         return run_wrk(name, server.pid, port, lua, args, client)
 
