@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from cli import demo, events, failed, form, payment, rejected, replay, serve, simulate, worker
+from cli import console, demo, events, failed, form, payment, rejected, replay, serve, simulate, worker
 from core.redis_connection import exit_if_credentials_refused
 from schemas.settings import load_settings
 
-COMMAND_MODULES = (serve, worker, demo, simulate, form, failed, replay, events, rejected, payment)
+COMMAND_MODULES = (serve, worker, console, demo, simulate, form, failed, replay, events, rejected, payment)
 REDIS_COMMANDS = frozenset({"form", "failed", "replay", "events", "rejected", "payment"})
 """The one-shot commands on the deployment's Redis: credentials it refuses exit 2 before they start, as
 `serve` and `worker` do (which check at their own start)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +26,6 @@ from cli.failed import add_filters, find_parked, select
 from cli.runner import UsageError, run_with_redis
 from cli.text import console, is_terminal, literal
 from schemas import job as job_schema
-from schemas.job import PROCESS_NOTIFICATION
 from schemas.settings import Settings
 from workers import failed_store
 from workers.failed_store import FailedJob
@@ -154,15 +152,8 @@ async def _replay(redis: ArqRedis, settings: Settings, args: argparse.Namespace)
             if args.dry_run:
                 say(f"would queue {_what(entry)} as job {literal(job_id)}")
                 continue
-            job = await redis.enqueue_job(
-                PROCESS_NOTIFICATION,
-                json.loads(entry.payload),
-                _job_id=job_id,
-                _queue_name=settings.queue_name,
-            )
-            say(
-                f"{'queued' if job is not None else 'already queued'} {_what(entry)} as job {literal(job_id)}"
-            )
+            queued = await failed_store.requeue(redis, entry, settings.queue_name)
+            say(f"{'queued' if queued else 'already queued'} {_what(entry)} as job {literal(job_id)}")
             jobs[job_id] = entry
             progress.advance(task)
         verb = "would queue" if args.dry_run else "queued"

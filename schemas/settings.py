@@ -82,6 +82,19 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _json_object(value: object, example: str) -> object:
+    """A JSON object given as text (an environment variable), parsed; other values as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at character {e.pos})") from e
+    if not isinstance(parsed, dict):
+        raise ValueError(f"must be a JSON object: {example}")
+    return parsed
+
+
 def _network(item: object) -> object:
     if not isinstance(item, str):
         return item
@@ -166,18 +179,24 @@ class Settings(BaseSettings):
         7200, ge=0, description="a Back Office refund seen before its payment waits this long for it"
     )
     refund_retry_s: int = Field(60, ge=1, description="how often a waiting refund looks for its payment")
+    console_users: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="console sign-in: name -> hash (`cvco-ipn console hash-password`)"
+    )
+    console_secret: SecretStr | None = Field(
+        None,
+        description="signs the console's session cookies; unset: a random key, sessions end at a restart",
+    )
+    console_idle_s: int = Field(1800, ge=60, description="a console session unused this long signs in again")
 
     @field_validator("shops", mode="before")
     @classmethod
     def _parse_shops(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"not valid JSON ({e.msg} at character {e.pos})") from e
-            if not isinstance(value, dict):
-                raise ValueError('must be a JSON object: {"<8-digit shop id>": {"test_key": ...}}')
-        return value
+        return _json_object(value, '{"<8-digit shop id>": {"test_key": ...}}')
+
+    @field_validator("console_users", mode="before")
+    @classmethod
+    def _parse_users(cls, value: object) -> object:
+        return _json_object(value, '{"<name>": "<hash from cvco-ipn console hash-password>"}')
 
     @field_validator("shops")
     @classmethod
@@ -208,7 +227,7 @@ class Settings(BaseSettings):
     def _sender(cls, value: str) -> str:
         return _email_address(value)
 
-    @field_validator("api_token")
+    @field_validator("api_token", "console_secret")
     @classmethod
     def _token_filled_in(cls, value: SecretStr | None) -> SecretStr | None:
         return _refuse_placeholder(value)

@@ -25,9 +25,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from core.keys import FAILED_INDEX, FAILED_PREFIX
+from schemas.job import PROCESS_NOTIFICATION
 
 REPLAY_JOB_PREFIX = "replay:"
 _SCAN_CHUNK = 500
@@ -283,7 +285,26 @@ async def iter_index(
         start += len(ids)
 
 
+async def newest(redis: Redis, *, start: int, count: int) -> list[FailedJob]:
+    """`count` entries from the `start`-th newest on: a page of the store, never the whole of it."""
+    ids = await redis.zrevrange(FAILED_INDEX, start, start + count - 1)
+    async with redis.pipeline(transaction=False) as pipe:
+        for member in ids:
+            pipe.hgetall(FAILED_PREFIX + member.decode())
+        hashes = await pipe.execute()
+    return [decode_entry(raw) for raw in hashes if raw]
+
+
 async def iter_failed(redis: Redis, *, since: float | None = None) -> AsyncIterator[FailedJob]:
     """Entries from the oldest failure to the newest, optionally only those that failed since `since`."""
     async for raw in iter_index(redis, FAILED_INDEX, FAILED_PREFIX, since=since):
         yield decode_entry(raw)
+
+
+async def requeue(redis: ArqRedis, entry: FailedJob, queue_name: str) -> bool:
+    """Queue a parked notification again as the job `entry.replay_job_id` (same payload), for a worker to
+    run: True when queued, False when that replay is queued already (replaying twice is harmless)."""
+    job = await redis.enqueue_job(
+        PROCESS_NOTIFICATION, json.loads(entry.payload), _job_id=entry.replay_job_id, _queue_name=queue_name
+    )
+    return job is not None

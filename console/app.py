@@ -1,0 +1,294 @@
+"""The console's aiohttp application: `create_console_app(settings)`.
+
+Pages are Jinja2 templates, autoescaped (every platform-supplied string shows as text), served with a
+Content-Security-Policy that allows no script at all. Every page but `/login` and `/healthz` needs a
+signed-in session; every action is a POST that carries the session's CSRF token and is audit-logged with
+the user's name. The data comes from the functions the CLI uses: `workers.lookup`, `workers.failed_store`,
+`workers.discarded_store`, `ingest.metrics.read_queue`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from arq.connections import ArqRedis
+from arq.constants import health_check_key_suffix
+
+from console import sessions
+from console.passwords import verify_password
+from console.sessions import Session
+from core.keys import REJECTED_INDEX_PREFIX
+from ingest.metrics import read_queue
+from ingest.rejections import KEPT_REASONS
+from schemas.settings import Settings
+from workers import discarded_store, failed_store
+from workers.lookup import find_payments
+from workers.worker import arq_client
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", ArqRedis)
+SESSION_KEY = web.AppKey("session_key", bytes)
+THROTTLE = web.AppKey("throttle", dict[str, tuple[int, float]])
+"""Per sign-in name: wrong passwords in a row, and when the last one came."""
+SESSION = web.RequestKey("session", Session)
+
+PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+STATIC_PREFIX = "/static/"
+SECRET_FIELDS = frozenset({"signature", "vads_hash"})
+"""Shown masked in a raw notification: what the platform signs with, or could replay with."""
+PAGE_SIZE = 50
+FAILURES_BEFORE_LOCK = 5
+LOCK_S = 300
+"""After this many wrong passwords for one name, that name is refused for this long."""
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+log = structlog.get_logger("cvco.console")
+
+
+def euros(cents: int | None) -> str:
+    """`12345` -> `123,45 €`, as a French operator reads an amount."""
+    if cents is None:
+        return "—"
+    return f"{cents // 100:,}".replace(",", "\u202f") + f",{cents % 100:02d} €"
+
+
+def when(epoch: float) -> str:
+    return time.strftime("%d/%m/%Y %H:%M:%S", time.gmtime(epoch)) + " UTC"
+
+
+def _see_other(location: str) -> web.Response:
+    """303 to `location`: after a sign-in or an action, the browser loads that page with a GET."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _session_of(request: web.Request) -> Session | None:
+    value = request.cookies.get(sessions.COOKIE)
+    if value is None:
+        return None
+    return sessions.decode(value, request.app[SESSION_KEY], request.app[SETTINGS].console_idle_s)
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, session: Session) -> None:
+    response.set_cookie(
+        sessions.COOKIE,
+        sessions.encode(session, request.app[SESSION_KEY]),
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+
+
+@web.middleware
+async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Security headers on every answer; outside the public paths, a session (else to /login) and, on a
+    POST, its CSRF token (else 403, nothing done). A used session's idle clock starts again."""
+    session = None
+    if request.path not in PUBLIC_PATHS and not request.path.startswith(STATIC_PREFIX):
+        session = _session_of(request)
+        if session is None:
+            raise web.HTTPSeeOther("/login", headers=SECURITY_HEADERS)
+        if request.method == "POST":
+            form = await request.post()
+            if not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
+                log.warning("console_csrf_refused", user=session.user, path=request.path)
+                raise web.HTTPForbidden(text="jeton CSRF manquant ou invalide", headers=SECURITY_HEADERS)
+        session = Session(user=session.user, csrf=session.csrf, seen=time.time())
+        request[SESSION] = session
+    try:
+        response = await handler(request)
+    except web.HTTPException as answer:
+        answer.headers.update(SECURITY_HEADERS)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    if session is not None and sessions.COOKIE not in response.cookies:
+        _set_cookie(request, response, session)
+    return response
+
+
+def _render(request: web.Request, template: str, **context: object) -> web.Response:
+    session = request.get(SESSION)
+    return aiohttp_jinja2.render_template(
+        template,
+        request,
+        {"user": session.user if session else None, "csrf": session.csrf if session else ""} | context,
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _render(request, "login.html", error=None)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Sign in; a name with `FAILURES_BEFORE_LOCK` wrong passwords is refused for `LOCK_S`."""
+    form = await request.post()
+    name, password = str(form.get("user", "")), str(form.get("password", ""))
+    throttle: dict[str, tuple[int, float]] = request.app[THROTTLE]
+    failures, since = throttle.get(name, (0, 0.0))
+    if failures >= FAILURES_BEFORE_LOCK and time.monotonic() - since < LOCK_S:
+        log.warning("console_sign_in_locked", user=name)
+        response = _render(request, "login.html", error="Trop d'essais : réessayez dans quelques minutes.")
+        response.set_status(429)
+        return response
+    stored = request.app[SETTINGS].console_users.get(name)
+    if stored is None or not verify_password(password, stored):
+        throttle[name] = (failures + 1 if failures < FAILURES_BEFORE_LOCK else 1, time.monotonic())
+        log.warning("console_sign_in_refused", user=name)
+        response = _render(request, "login.html", error="Nom ou mot de passe incorrect.")
+        response.set_status(401)
+        return response
+    throttle.pop(name, None)
+    log.info("console_signed_in", user=name)
+    response = _see_other("/")
+    _set_cookie(request, response, sessions.new_session(name))
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    log.info("console_signed_out", user=request[SESSION].user)
+    response = _see_other("/login")
+    response.del_cookie(sessions.COOKIE, path="/")
+    return response
+
+
+async def overview(request: web.Request) -> web.Response:
+    """Queue depth and age, parked jobs, kept refusals by reason, whether a worker is alive."""
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    queue = await read_queue(redis, settings.queue_name)
+    rejected = {reason: await redis.zcard(REJECTED_INDEX_PREFIX + reason) for reason in KEPT_REASONS}
+    worker_alive = bool(await redis.exists(settings.queue_name + health_check_key_suffix))
+    return _render(request, "overview.html", queue=queue, rejected=rejected, worker_alive=worker_alive)
+
+
+async def payments(request: web.Request) -> web.Response:
+    """The search of `cvco-ipn payment show`: an order id, a trans_uuid, a trans_id or a payment key."""
+    query = request.query.get("q", "").strip()
+    found = await find_payments(request.app[REDIS], query) if query else []
+    return _render(request, "payments.html", query=query, found=found, euros=euros)
+
+
+async def payment(request: web.Request) -> web.Response:
+    """One payment's timeline: its state, each notification and what the worker did, each event."""
+    key = request.match_info["key"]
+    records = [record for record in await find_payments(request.app[REDIS], key) if record.payment_key == key]
+    if not records:
+        raise web.HTTPNotFound(text="paiement inconnu")
+    return _render(request, "payment.html", record=records[0], euros=euros)
+
+
+async def failed(request: web.Request) -> web.Response:
+    """Parked jobs, newest first, a page at a time."""
+    page = int(given) if (given := request.query.get("page", "0")).isdigit() else 0
+    redis = request.app[REDIS]
+    total = await failed_store.count(redis)
+    entries = await failed_store.newest(redis, start=page * PAGE_SIZE, count=PAGE_SIZE)
+    return _render(
+        request,
+        "failed.html",
+        entries=entries,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        done=request.query.get("done"),
+        when=when,
+    )
+
+
+def masked_fields(payload: str) -> list[tuple[str, str]]:
+    """A parked job's notification fields, in order, with `SECRET_FIELDS` masked."""
+    fields = json.loads(payload).get("fields", {})
+    return [(name, "••••••" if name in SECRET_FIELDS else str(value)) for name, value in fields.items()]
+
+
+async def failed_entry(request: web.Request) -> web.Response:
+    """One parked job: its notification (secrets masked), the error and its traceback."""
+    entry = await failed_store.get(request.app[REDIS], request.match_info["id"])
+    if entry is None:
+        raise web.HTTPNotFound(text="tâche en échec inconnue")
+    return _render(request, "failed_entry.html", entry=entry, fields=masked_fields(entry.payload), when=when)
+
+
+async def replay(request: web.Request) -> web.StreamResponse:
+    redis, settings, user = request.app[REDIS], request.app[SETTINGS], request[SESSION].user
+    entry = await failed_store.get(redis, request.match_info["id"])
+    if entry is None:
+        raise web.HTTPNotFound(text="tâche en échec inconnue")
+    queued = await failed_store.requeue(redis, entry, settings.queue_name)
+    log.info("console_action", user=user, action="replay", failed_id=entry.id, queued=queued)
+    return _see_other("/failed?done=replay")
+
+
+async def discard(request: web.Request) -> web.StreamResponse:
+    redis, settings, user = request.app[REDIS], request.app[SETTINGS], request[SESSION].user
+    reason = str((await request.post()).get("reason", "")).strip()
+    if not reason:
+        raise web.HTTPBadRequest(text="une raison est nécessaire pour écarter une tâche")
+    failed_id = request.match_info["id"]
+    moved = await discarded_store.discard(
+        redis,
+        failed_id,
+        f"{reason} (par {user}, console)",
+        max_age_s=settings.discarded_max_age_s,
+        keep_max=settings.discarded_max,
+    )
+    if not moved:
+        raise web.HTTPNotFound(text="tâche en échec inconnue")
+    log.info("console_action", user=user, action="discard", failed_id=failed_id, reason=reason)
+    return _see_other("/failed?done=discard")
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[REDIS] = arq_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
+    yield
+    await app[REDIS].aclose(close_connection_pool=True)
+
+
+def create_console_app(settings: Settings) -> web.Application:
+    """The console: sign-in, overview, payments, parked jobs."""
+    app = web.Application(middlewares=[console_middleware], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    secret = settings.console_secret
+    app[SESSION_KEY] = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
+    app[THROTTLE] = {}
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    app.cleanup_ctx.append(_redis)
+    app.router.add_static(STATIC_PREFIX, Path(__file__).with_name("static"))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", overview)
+    app.router.add_get("/payments", payments)
+    app.router.add_get("/payments/{key}", payment)
+    app.router.add_get("/failed", failed)
+    app.router.add_get("/failed/{id}", failed_entry)
+    app.router.add_post("/failed/{id}/replay", replay)
+    app.router.add_post("/failed/{id}/discard", discard)
+    return app
