@@ -44,7 +44,7 @@ def _hash_password() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.action == "hash-password":
         return _hash_password()
-    settings = load_settings(without_shops=True)
+    settings = load_settings()  # the shops too: retrying a kept refusal runs the receiver's checks
     if not settings.console_users:
         sys.stderr.write("cvco-ipn: bad configuration: CVCO_CONSOLE_USERS names nobody who may sign in\n")
         return 2

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,11 +20,10 @@ from redis.exceptions import RedisError
 
 from cli.runner import UsageError, cannot_reach, parse_since
 from core.redis_connection import redis_client
-from ingest.body import BodyError, parse_form_body, signed_fields
-from ingest.checks import check_notification
-from ingest.enqueue import EnqueueUnavailable, JobWriter, build_job
-from ingest.network import is_allowed
-from ingest.rejected_store import RejectedRequest, get_rejected, list_rejected, remove_rejected
+from ingest.body import BodyError
+from ingest.enqueue import EnqueueUnavailable
+from ingest.rejected_retry import job_writer, recheck, requeue
+from ingest.rejected_store import RejectedRequest, get_rejected, list_rejected
 from ingest.rejections import KEPT_REASONS, Rejected
 from schemas.literal import literal
 from schemas.settings import Settings, load_settings
@@ -127,16 +124,6 @@ async def _show(redis: Redis, settings: Settings, args: argparse.Namespace) -> i
     return 0
 
 
-def _recheck(entry: RejectedRequest, settings: Settings) -> dict[str, str]:
-    """The receiver's checks on a kept request, with the current settings; its signed fields, or raises
-    what the receiver would refuse."""
-    if not is_allowed(entry.client_ip, settings.ipn_allowlist):
-        raise Rejected(403, "forbidden", "address not allowed")
-    fields = parse_form_body(entry.body)
-    check_notification(fields, settings)
-    return signed_fields(entry.body, fields)
-
-
 async def _retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         raise UsageError("name the refusals to retry (ID...) or --all, not both")
@@ -147,16 +134,14 @@ async def _retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> 
         if unknown:
             raise UsageError(f"not kept (expired, retried, or a wrong id): {literal(', '.join(unknown))}")
         entries = [by_id[rejected_id] for rejected_id in dict.fromkeys(args.ids)]
-    writer = JobWriter(redis, settings.queue_name, settings.redis_timeout_s)
-    writing = asyncio.create_task(writer.run(), name="cvco-job-writer")
     refused = queued = 0
-    try:
+    async with job_writer(redis, settings) as writer:
         for entry in entries:
             what = (
                 f"{entry.id} (shop {literal(entry.shop_id or '-')}, order {literal(entry.order_id or '-')})"
             )
             try:
-                fields = _recheck(entry, settings)
+                job = recheck(entry, settings)
             except (Rejected, BodyError) as e:
                 print(f"still refused {what}: {e}")
                 refused += 1
@@ -164,15 +149,9 @@ async def _retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> 
             if args.dry_run:
                 print(f"would queue {what}")
                 continue
-            job = build_job(fields, datetime.now(UTC), entry.client_ip, entry.request_id)
-            written = await writer.enqueue(job)
-            await remove_rejected(redis, entry)
+            written = await requeue(redis, writer, entry, job)
             print(f"queued {what} as job {job.job_id}" if written else f"already queued {what}")
             queued += 1
-    finally:
-        writing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writing
     verb = "would queue" if args.dry_run else "queued"
     print(
         f"{verb} {len(entries) - refused if args.dry_run else queued} of {len(entries)}; {refused} still refused"

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 import jinja2
@@ -27,8 +28,12 @@ from console import sessions
 from console.passwords import verify_password
 from console.sessions import Session
 from core.keys import REJECTED_INDEX_PREFIX
+from ingest.body import BodyError, parse_form_body
+from ingest.enqueue import EnqueueUnavailable
 from ingest.metrics import read_queue
-from ingest.rejections import KEPT_REASONS
+from ingest.rejected_retry import job_writer, recheck, requeue
+from ingest.rejected_store import get_rejected, newest_rejected
+from ingest.rejections import KEPT_REASONS, Rejected
 from schemas.settings import Settings
 from workers import discarded_store, failed_store
 from workers.lookup import find_payments
@@ -215,9 +220,8 @@ async def failed(request: web.Request) -> web.Response:
     )
 
 
-def masked_fields(payload: str) -> list[tuple[str, str]]:
-    """A parked job's notification fields, in order, with `SECRET_FIELDS` masked."""
-    fields = json.loads(payload).get("fields", {})
+def masked(fields: dict[str, str]) -> list[tuple[str, str]]:
+    """Notification fields, in order, with `SECRET_FIELDS` masked."""
     return [(name, "••••••" if name in SECRET_FIELDS else str(value)) for name, value in fields.items()]
 
 
@@ -226,7 +230,8 @@ async def failed_entry(request: web.Request) -> web.Response:
     entry = await failed_store.get(request.app[REDIS], request.match_info["id"])
     if entry is None:
         raise web.HTTPNotFound(text="tâche en échec inconnue")
-    return _render(request, "failed_entry.html", entry=entry, fields=masked_fields(entry.payload), when=when)
+    fields = json.loads(entry.payload).get("fields", {})
+    return _render(request, "failed_entry.html", entry=entry, fields=masked(fields), when=when)
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
@@ -258,6 +263,50 @@ async def discard(request: web.Request) -> web.StreamResponse:
     return _see_other("/failed?done=discard")
 
 
+async def rejected(request: web.Request) -> web.Response:
+    """The most recent kept refusals (401, 403, signed non-notifications), every reason together."""
+    entries = await newest_rejected(request.app[REDIS], PAGE_SIZE)
+    return _render(
+        request,
+        "rejected.html",
+        entries=entries,
+        done=request.query.get("done"),
+        why=request.query.get("why"),
+    )
+
+
+async def rejected_entry(request: web.Request) -> web.Response:
+    """One kept refusal: why, from where, and its fields (secrets masked)."""
+    entry = await get_rejected(request.app[REDIS], request.match_info["id"])
+    if entry is None:
+        raise web.HTTPNotFound(text="requête refusée inconnue (expirée ou déjà rejouée)")
+    try:
+        fields = masked(parse_form_body(entry.body))
+    except BodyError as e:
+        fields = [("(corps illisible)", str(e))]
+    return _render(request, "rejected_entry.html", entry=entry, fields=fields)
+
+
+async def retry_rejected(request: web.Request) -> web.StreamResponse:
+    """Run a kept refusal through the receiver's checks now: queued if it passes, else said why."""
+    redis, settings, user = request.app[REDIS], request.app[SETTINGS], request[SESSION].user
+    entry = await get_rejected(redis, request.match_info["id"])
+    if entry is None:
+        raise web.HTTPNotFound(text="requête refusée inconnue (expirée ou déjà rejouée)")
+    try:
+        job = recheck(entry, settings)
+    except (Rejected, BodyError) as e:
+        log.info("console_action", user=user, action="retry_rejected", rejected_id=entry.id, refused=str(e))
+        return _see_other("/rejected?" + urlencode({"done": "refused", "why": str(e)}))
+    try:
+        async with job_writer(redis, settings) as writer:
+            await requeue(redis, writer, entry, job)
+    except EnqueueUnavailable as e:
+        raise web.HTTPServiceUnavailable(text=f"Redis n'a pas pris la notification : {e}") from None
+    log.info("console_action", user=user, action="retry_rejected", rejected_id=entry.id, job_id=job.job_id)
+    return _see_other("/rejected?done=retry")
+
+
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = arq_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
@@ -266,7 +315,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_console_app(settings: Settings) -> web.Application:
-    """The console: sign-in, overview, payments, parked jobs."""
+    """The console: sign-in, overview, payments, parked jobs, kept refusals."""
     app = web.Application(middlewares=[console_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     secret = settings.console_secret
@@ -291,4 +340,7 @@ def create_console_app(settings: Settings) -> web.Application:
     app.router.add_get("/failed/{id}", failed_entry)
     app.router.add_post("/failed/{id}/replay", replay)
     app.router.add_post("/failed/{id}/discard", discard)
+    app.router.add_get("/rejected", rejected)
+    app.router.add_get("/rejected/{id}", rejected_entry)
+    app.router.add_post("/rejected/{id}/retry", retry_rejected)
     return app

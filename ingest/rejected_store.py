@@ -157,6 +157,21 @@ async def list_rejected(
     return sorted(found, key=lambda entry: entry.received_at)
 
 
+async def newest_rejected(redis: Redis, count: int) -> list[RejectedRequest]:
+    """The `count` most recent kept requests of every reason together, newest first: one page, read
+    without loading the store."""
+    newest: list[tuple[float, str]] = []
+    for reason in KEPT_REASONS:
+        found = await redis.zrevrange(REJECTED_INDEX_PREFIX + reason, 0, count - 1, withscores=True)
+        newest += [(score, raw.decode()) for raw, score in found]
+    ids = [rejected_id for _, rejected_id in sorted(newest, reverse=True)[:count]]
+    async with redis.pipeline(transaction=False) as pipe:
+        for rejected_id in ids:
+            pipe.hgetall(REJECTED_PREFIX + rejected_id)
+        entries = await pipe.execute()
+    return [entry for raw in entries if raw and (entry := _decode(raw)) is not None]
+
+
 async def remove_rejected(redis: Redis, entry: RejectedRequest) -> None:
     """Forget a kept request (it was retried and queued)."""
     async with redis.pipeline(transaction=True) as pipe:

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
@@ -20,10 +21,12 @@ from console import sessions
 from console.app import FAILURES_BEFORE_LOCK, SECURITY_HEADERS, create_console_app, euros
 from console.passwords import hash_password, is_password_hash, verify_password
 from core.keys import REJECTED_INDEX_PREFIX
+from ingest.rejected_store import get_rejected
 from schemas.settings import Settings, ShopConfig
 from tests.cli_process import CVCO_IPN, cli_env, run_cli
-from tests.notifications import notification, queued
+from tests.notifications import notification, queued, signed
 from tests.test_alerts import park
+from tests.test_receiver import receiver
 from workers import discarded_store, failed_store
 from workers.payment_updates import handle_notification
 
@@ -31,7 +34,16 @@ Client = TestClient[web.Request, web.Application]
 PASSWORD = "correct horse battery staple"
 USERS = {"ops": hash_password(PASSWORD)}
 HOSTILE = '<img src=x onerror=alert(1)>"><script>alert(2)</script>'
-PAGES = ("/", "/payments", "/payments?q=order-42", "/failed", "/failed/ipn:none")
+PAGES = (
+    "/",
+    "/payments",
+    "/payments?q=order-42",
+    "/failed",
+    "/failed/ipn:none",
+    "/rejected",
+    "/rejected/none",
+)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
@@ -104,7 +116,7 @@ async def test_signed_in_every_page_answers_with_its_security_headers(
     assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
     for path in PAGES:
         response = await client.get(path)
-        assert response.status == (404 if path.endswith("ipn:none") else 200), path
+        assert response.status == (404 if path.endswith("none") else 200), path
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value
         assert "<script" not in await response.text()
@@ -224,3 +236,29 @@ async def test_a_parked_jobs_page_masks_the_signature_and_vads_hash(
     assert fields["vads_trans_id"] in page and entry.error_class in page
     assert fields["signature"] not in page and "signature-must-not-leak" not in page
     assert "••••••" in page
+
+
+async def test_a_forgotten_shops_refusal_is_retried_once_the_shop_is_configured(
+    redis: Redis, settings: Settings, shop: ShopConfig
+) -> None:
+    """Posted for a shop the receiver does not know: 403, kept; retried from the console it is still
+    refused, until the console's configuration has the shop; then it is queued and leaves the list."""
+    forgotten = "87654321"
+    fields = signed({**notification("AUTHORISED"), "vads_site_id": forgotten}, shop)
+    async with receiver(settings) as posting:
+        answer = await posting.post("/ipn", data=urlencode(fields), headers=FORM)
+        assert answer.status == 403
+    fixed = settings.model_copy(update={"shops": {**settings.shops, forgotten: shop}})
+    for configured, expected in ((settings, "Toujours refusée"), (fixed, "mise en file")):
+        app = create_console_app(configured.model_copy(update={"console_users": USERS}))
+        async with TestClient(TestServer(app)) as client:
+            await sign_in(client)
+            listing = await (await client.get("/rejected")).text()
+            [rejected_id] = re.findall(r'href="/rejected/([^"]+)"', listing)
+            shown = await (await client.get(f"/rejected/{rejected_id}")).text()
+            assert forgotten in shown and fields["signature"] not in shown
+            token = await csrf_of(client, "/rejected")
+            page = await (await client.post(f"/rejected/{rejected_id}/retry", data={"csrf": token})).text()
+            assert expected in html.unescape(page)
+    assert await redis.zcard(settings.queue_name) == 1
+    assert await get_rejected(redis, html.unescape(rejected_id)) is None

@@ -1,6 +1,6 @@
 """The console in a real headless Chromium, against a real Redis, real workers and real traffic: sign in
 (a wrong password refused), the overview's counts, an order searched and its timeline opened, a parked
-job replayed and seen processed, another discarded with a reason. Each page is saved as a screenshot in
+job replayed and seen processed, another discarded with a reason, a kept refusal retried. Each page is saved as a screenshot in
 tests/artifacts/console/."""
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def sign_in(driver: webdriver.Chrome, base: str, password: str) -> None:
 async def test_an_operators_round_in_the_browser(
     browser: webdriver.Chrome, console_url: str, settings: Settings, shop: ShopConfig, redis: Redis
 ) -> None:
-    # real traffic: a payment accepted, and two notifications the worker parks (an unknown status)
+    # real traffic: a payment accepted, two notifications the worker parks (an unknown status), and one
+    # for a shop nobody configured, refused and kept
     async with receiver(settings) as client:
         for fields in (
             notification("AUTHORISED"),
@@ -79,6 +80,10 @@ async def test_an_operators_round_in_the_browser(
         ):
             answer = await client.post("/ipn", data=urlencode(signed(fields, shop)), headers=FORM)
             assert answer.status == 200
+        forgotten = signed(
+            {**notification("AUTHORISED", trans_id="f00001"), "vads_site_id": "87654321"}, shop
+        )
+        assert (await client.post("/ipn", data=urlencode(forgotten), headers=FORM)).status == 403
     await drain(settings)
     parked = [entry.id async for entry in failed_store.iter_failed(redis)]
     assert len(parked) == 2
@@ -106,6 +111,11 @@ async def test_an_operators_round_in_the_browser(
         seen["discarded"] = text(browser, "done")
         seen["failed"] = text(browser, "failed")
         shot(browser, "failed-after")
+        browser.find_element(By.LINK_TEXT, "Requêtes refusées").click()
+        seen["rejected"] = text(browser, "rejected")
+        shot(browser, "rejected")
+        browser.find_element(By.CSS_SELECTOR, "#rejected td button").click()
+        seen["retried"] = text(browser, "done")
         return seen
 
     seen = await asyncio.to_thread(round_trip)
@@ -115,6 +125,7 @@ async def test_an_operators_round_in_the_browser(
     assert seen["replayed"].startswith("Tâche remise en file")
     assert seen["discarded"].startswith("Tâche écartée")
     assert parked[0] in seen["failed"] and parked[1] not in seen["failed"]
+    assert "87654321" in seen["rejected"] and seen["retried"].startswith("Toujours refusée")
     assert await drain(settings) == 0  # the replayed job ran (and was parked again: its status is unknown)
     entry = await failed_store.get(redis, parked[0])
     assert entry is not None and entry.parks == 2
