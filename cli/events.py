@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Iterable
@@ -25,16 +24,14 @@ from cli.runner import UsageError, parse_since, run_with_redis
 from cli.text import cell, console, is_terminal, json_text, literal
 from schemas.event import EventType
 from schemas.settings import Settings
+from workers.event_stream import Entry, EventFilter, decode_event, latest_events
 
 BLOCK_MS = 1000
-SCAN_CHUNK = 500
 COLUMNS = (
     "received", "type", "shop", "mode", "order", "trans", "amount", "paid", "CVCO", "status", "auth", "flags",
 )  # fmt: skip
 WIDTHS = (19, 18, 8, 10, 16, 6, 9, 9, 9, 12, 4, 0)
 """Column widths of `--follow` lines on a terminal: one line per event, aligned, never a redrawn table."""
-
-Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -122,42 +119,14 @@ class Printer:
 
 
 def _decode(entry: Entry) -> dict[str, Any] | None:
-    raw = entry[1].get(b"event")
-    try:
-        event = json.loads(raw) if raw is not None else None
-    except ValueError:
-        event = None
-    if not isinstance(event, dict):
+    event = decode_event(entry)
+    if event is None:
         sys.stderr.write(f"cvco-ipn: stream entry {entry[0].decode()} holds no readable event\n")
-        return None
     return event
 
 
-def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
-    return (
-        (args.shop is None or event.get("shop_id") == args.shop)
-        and (args.type is None or event.get("type") == args.type)
-        and (args.order is None or event.get("order_id") == args.order)
-    )
-
-
-async def _latest(redis: ArqRedis, stream: str, args: argparse.Namespace, low: str, high: str) -> list[Entry]:
-    """The newest `args.count` entries matching the filters, oldest first, scanning back from `high` to
-    `low`."""
-    found: list[Entry] = []
-    while len(found) < args.count:
-        chunk = await redis.xrevrange(stream, max=high, min=low, count=SCAN_CHUNK)
-        for entry in chunk:
-            event = _decode(entry)
-            if event is not None and _matches(event, args):
-                found.append(entry)
-                if len(found) == args.count:
-                    break
-        if len(chunk) < SCAN_CHUNK:
-            break
-        high = "(" + chunk[-1][0].decode()
-    found.reverse()
-    return found
+def _wanted(args: argparse.Namespace) -> EventFilter:
+    return EventFilter(shop=args.shop, type=args.type, order=args.order)
 
 
 async def _plain(
@@ -167,7 +136,9 @@ async def _plain(
     # the newest entry first, matching or not: what --follow then reads is all new, nothing skipped
     newest = await redis.xrevrange(settings.stream, count=1)
     last_id = newest[0][0].decode() if newest else "0-0"
-    latest = await _latest(redis, settings.stream, args, low, last_id)
+    latest = await latest_events(
+        redis, settings.stream, args.count, _wanted(args), low=low, high=last_id, decode=_decode
+    )
     printer.table([event for entry in latest if (event := _decode(entry)) is not None])
     if not args.follow:
         return
@@ -175,7 +146,7 @@ async def _plain(
         answer = await redis.xread({settings.stream: last_id}, block=BLOCK_MS, count=100)
         for _, entries in answer:
             events = (_decode(entry) for entry in entries)
-            printer.lines(event for event in events if event is not None and _matches(event, args))
+            printer.lines(event for event in events if event is not None and _wanted(args).matches(event))
             last_id = entries[-1][0].decode()
 
 

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import get_args
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
@@ -34,8 +35,10 @@ from ingest.metrics import read_queue
 from ingest.rejected_retry import job_writer, recheck, requeue
 from ingest.rejected_store import get_rejected, newest_rejected
 from ingest.rejections import KEPT_REASONS, Rejected
+from schemas.event import EventType
 from schemas.settings import Settings
 from workers import discarded_store, failed_store
+from workers.event_stream import EventFilter, decode_event, latest_events
 from workers.lookup import find_payments
 from workers.worker import arq_client
 
@@ -307,6 +310,20 @@ async def retry_rejected(request: web.Request) -> web.StreamResponse:
     return _see_other("/rejected?done=retry")
 
 
+async def events(request: web.Request) -> web.Response:
+    """The newest events of the stream, by type, shop and order (as `cvco-ipn events tail`)."""
+    query = request.query
+    wanted = EventFilter(
+        shop=query.get("shop") or None, type=query.get("type") or None, order=query.get("order") or None
+    )
+    settings = request.app[SETTINGS]
+    found = await latest_events(request.app[REDIS], settings.stream, PAGE_SIZE, wanted)
+    shown = [(entry[0].decode(), event) for entry in reversed(found) if (event := decode_event(entry))]
+    return _render(
+        request, "events.html", events=shown, wanted=wanted, types=get_args(EventType), euros=euros
+    )
+
+
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = arq_client(settings, socket_timeout_s=settings.redis_timeout_s * 5)
@@ -315,7 +332,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_console_app(settings: Settings) -> web.Application:
-    """The console: sign-in, overview, payments, parked jobs, kept refusals."""
+    """The console: sign-in, overview, payments, parked jobs, kept refusals, events."""
     app = web.Application(middlewares=[console_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     secret = settings.console_secret
@@ -340,6 +357,7 @@ def create_console_app(settings: Settings) -> web.Application:
     app.router.add_get("/failed/{id}", failed_entry)
     app.router.add_post("/failed/{id}/replay", replay)
     app.router.add_post("/failed/{id}/discard", discard)
+    app.router.add_get("/events", events)
     app.router.add_get("/rejected", rejected)
     app.router.add_get("/rejected/{id}", rejected_entry)
     app.router.add_post("/rejected/{id}/retry", retry_rejected)

@@ -151,6 +151,10 @@ async def test_search_an_order_and_open_its_timeline(
     assert euros(5000) in timeline
     nothing = await (await client.get("/payments?q=no-such-order")).text()
     assert 'id="nothing"' in nothing
+    captured_only = await (await client.get("/events?type=payment.captured")).text()
+    assert "payment.captured" in captured_only and "<td>payment.accepted</td>" not in captured_only
+    other_shop = await (await client.get("/events?shop=87654321")).text()
+    assert "<td>payment." not in other_shop
 
 
 async def test_replay_and_discard_act_on_the_store_and_a_post_without_csrf_changes_nothing(
@@ -201,7 +205,7 @@ async def test_hostile_platform_text_is_shown_as_text(
         failed_max_bytes=1024 * 1024,
     )
     await sign_in(client)
-    for path in ("/failed", "/failed/ipn:hostile", "/payments?q=" + HOSTILE):
+    for path in ("/failed", "/failed/ipn:hostile", "/payments?q=" + HOSTILE, "/events"):
         page = await (await client.get(path)).text()
         assert HOSTILE not in page and "<script>" not in page and "<img" not in page
         assert str(escape(HOSTILE)) in page

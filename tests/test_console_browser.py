@@ -116,6 +116,9 @@ async def test_an_operators_round_in_the_browser(
         shot(browser, "rejected")
         browser.find_element(By.CSS_SELECTOR, "#rejected td button").click()
         seen["retried"] = text(browser, "done")
+        browser.find_element(By.LINK_TEXT, "Événements").click()
+        seen["events_page"] = text(browser, "events")
+        shot(browser, "events")
         return seen
 
     seen = await asyncio.to_thread(round_trip)
@@ -125,6 +128,7 @@ async def test_an_operators_round_in_the_browser(
     assert seen["replayed"].startswith("Tâche remise en file")
     assert seen["discarded"].startswith("Tâche écartée")
     assert parked[0] in seen["failed"] and parked[1] not in seen["failed"]
+    assert "payment.accepted" in seen["events_page"]
     assert "87654321" in seen["rejected"] and seen["retried"].startswith("Toujours refusée")
     assert await drain(settings) == 0  # the replayed job ran (and was parked again: its status is unknown)
     entry = await failed_store.get(redis, parked[0])
