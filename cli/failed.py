@@ -97,8 +97,7 @@ def _discarded_json(record: DiscardedJob, *, full: bool = True) -> dict[str, Any
 
 
 def _wanted(entry: FailedJob, args: argparse.Namespace) -> bool:
-    error = (args.error or "").lower()
-    return (not args.shop or entry.shop_id == args.shop) and error in entry.error_class.lower()
+    return failed_store.FailedFilter(shop=args.shop, error=args.error).matches(entry)
 
 
 async def select(redis: Redis, args: argparse.Namespace) -> list[FailedJob]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import get_args
 from urllib.parse import urlencode
@@ -54,6 +54,10 @@ STATIC_PREFIX = "/static/"
 SECRET_FIELDS = frozenset({"signature", "vads_hash"})
 """Shown masked in a raw notification: what the platform signs with, or could replay with."""
 PAGE_SIZE = 50
+BULK_MAX = 1000
+"""A bulk action takes at most this many parked jobs, found among the `SCAN_MAX` newest."""
+SCAN_MAX = 10_000
+SINCE_CHOICES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 FAILURES_BEFORE_LOCK = 5
 LOCK_S = 300
 """After this many wrong passwords for one name, that name is refused for this long."""
@@ -205,22 +209,96 @@ async def payment(request: web.Request) -> web.Response:
     return _render(request, "payment.html", record=records[0], euros=euros)
 
 
+def _failed_filter(values: Mapping[str, str]) -> failed_store.FailedFilter:
+    since = SINCE_CHOICES.get(values.get("since", ""))
+    return failed_store.FailedFilter(
+        shop=values.get("shop") or None,
+        error=values.get("error") or None,
+        since=time.time() - since if since else None,
+    )
+
+
+def _filter_query(values: Mapping[str, str]) -> dict[str, str]:
+    return {name: values[name] for name in ("shop", "error", "since") if values.get(name)}
+
+
 async def failed(request: web.Request) -> web.Response:
-    """Parked jobs, newest first, a page at a time."""
-    page = int(given) if (given := request.query.get("page", "0")).isdigit() else 0
+    """Parked jobs, newest first: a page at a time, or those the filters keep among the newest."""
+    query = request.query
     redis = request.app[REDIS]
     total = await failed_store.count(redis)
-    entries = await failed_store.newest(redis, start=page * PAGE_SIZE, count=PAGE_SIZE)
+    filters = _filter_query(query)
+    page = int(given) if (given := query.get("page", "0")).isdigit() else 0
+    if filters:
+        entries = await failed_store.newest_matching(
+            redis, _failed_filter(query), limit=PAGE_SIZE, scan_max=SCAN_MAX
+        )
+        pages = 1
+    else:
+        entries = await failed_store.newest(redis, start=page * PAGE_SIZE, count=PAGE_SIZE)
+        pages = max(1, -(-total // PAGE_SIZE))
     return _render(
         request,
         "failed.html",
         entries=entries,
         total=total,
         page=page,
-        pages=max(1, -(-total // PAGE_SIZE)),
-        done=request.query.get("done"),
+        pages=pages,
+        filters=filters,
+        filter_query=urlencode(filters),
+        since_choices=SINCE_CHOICES,
+        done=query.get("done"),
+        count=query.get("n"),
         when=when,
     )
+
+
+async def bulk_confirm(request: web.Request) -> web.Response:
+    """What a bulk action would act on, and the button that does it: "replay these N jobs"."""
+    action = request.query.get("action")
+    if action not in ("replay", "discard"):
+        raise web.HTTPBadRequest(text="action inconnue")
+    wanted = _failed_filter(request.query)
+    entries = await failed_store.newest_matching(
+        request.app[REDIS], wanted, limit=BULK_MAX, scan_max=SCAN_MAX
+    )
+    return _render(
+        request, "bulk.html", action=action, entries=entries, filters=_filter_query(request.query), when=when
+    )
+
+
+async def bulk(request: web.Request) -> web.StreamResponse:
+    """Replay or discard every parked job the filters keep, if they are still the number confirmed."""
+    form = await request.post()
+    values = {name: str(value) for name, value in form.items()}
+    action, user = values.get("action"), request[SESSION].user
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    entries = await failed_store.newest_matching(
+        redis, _failed_filter(values), limit=BULK_MAX, scan_max=SCAN_MAX
+    )
+    if action not in ("replay", "discard") or str(len(entries)) != values.get("expected"):
+        raise web.HTTPConflict(
+            text=f"la sélection a changé ({len(entries)} tâches au lieu de {values.get('expected')}) : "
+            "revoyez-la et confirmez à nouveau"
+        )
+    reason = values.get("reason", "").strip()
+    if action == "discard" and not reason:
+        raise web.HTTPBadRequest(text="une raison est nécessaire pour écarter des tâches")
+    for entry in entries:
+        if action == "replay":
+            await failed_store.requeue(redis, entry, settings.queue_name)
+        else:
+            await discarded_store.discard(
+                redis,
+                entry.id,
+                f"{reason} (par {user}, console, en lot)",
+                max_age_s=settings.discarded_max_age_s,
+                keep_max=settings.discarded_max,
+            )
+    log.info(
+        "console_action", user=user, action=f"bulk_{action}", count=len(entries), **_filter_query(values)
+    )
+    return _see_other("/failed?" + urlencode({"done": f"bulk-{action}", "n": str(len(entries))}))
 
 
 def masked(fields: dict[str, str]) -> list[tuple[str, str]]:
@@ -354,6 +432,8 @@ def create_console_app(settings: Settings) -> web.Application:
     app.router.add_get("/payments", payments)
     app.router.add_get("/payments/{key}", payment)
     app.router.add_get("/failed", failed)
+    app.router.add_get("/failed/bulk", bulk_confirm)
+    app.router.add_post("/failed/bulk", bulk)
     app.router.add_get("/failed/{id}", failed_entry)
     app.router.add_post("/failed/{id}/replay", replay)
     app.router.add_post("/failed/{id}/discard", discard)

@@ -266,3 +266,30 @@ async def test_a_forgotten_shops_refusal_is_retried_once_the_shop_is_configured(
             assert expected in html.unescape(page)
     assert await redis.zcard(settings.queue_name) == 1
     assert await get_rejected(redis, html.unescape(rejected_id)) is None
+
+
+async def test_a_bulk_replay_takes_what_the_filters_keep_once_confirmed_with_its_count(
+    client: Client, redis: Redis, settings: Settings
+) -> None:
+    for n in range(3):
+        await park(redis, settings, f"ipn:bulk{n}", trans_id=f"k0000{n}")
+    await sign_in(client)
+    kept = await (await client.get("/failed?error=invalidnotif")).text()
+    assert "3 tâche(s) retenue(s)" in html.unescape(kept)
+    assert "0 tâche(s) retenue(s)" in html.unescape(
+        await (await client.get("/failed?error=NoSuchError")).text()
+    )
+    confirm = html.unescape(await (await client.get("/failed/bulk?action=replay&error=invalidnotif")).text())
+    assert "Rejouer 3 tâche(s) en échec ?" in confirm
+    token = await csrf_of(client, "/failed/bulk?action=replay&error=invalidnotif")
+    form = {"csrf": token, "action": "replay", "error": "invalidnotif"}
+    stale = await client.post("/failed/bulk", data={**form, "expected": "2"}, allow_redirects=False)
+    assert stale.status == 409 and await redis.zcard(settings.queue_name) == 0
+    done = await client.post("/failed/bulk", data={**form, "expected": "3"}, allow_redirects=False)
+    assert (done.status, done.headers["Location"]) == (303, "/failed?done=bulk-replay&n=3")
+    assert await redis.zcard(settings.queue_name) == 3
+    token = await csrf_of(client, "/failed/bulk?action=discard&error=invalidnotif")
+    form = {"csrf": token, "action": "discard", "error": "invalidnotif", "expected": "3"}
+    assert (await client.post("/failed/bulk", data=form, allow_redirects=False)).status == 400  # no reason
+    discarded = await client.post("/failed/bulk", data={**form, "reason": "doublons"}, allow_redirects=False)
+    assert discarded.status == 303 and await failed_store.count(redis) == 0

@@ -285,6 +285,33 @@ async def iter_index(
         start += len(ids)
 
 
+@dataclass(frozen=True)
+class FailedFilter:
+    """Parked jobs of this shop, whose error class contains this text (any case), last failed since then."""
+
+    shop: str | None = None
+    error: str | None = None
+    since: float | None = None
+
+    def matches(self, entry: FailedJob) -> bool:
+        return (
+            (not self.shop or entry.shop_id == self.shop)
+            and (self.error or "").lower() in entry.error_class.lower()
+            and (self.since is None or entry.last_failed_at >= self.since)
+        )
+
+
+async def newest_matching(redis: Redis, wanted: FailedFilter, *, limit: int, scan_max: int) -> list[FailedJob]:
+    """Up to `limit` entries that `wanted` keeps, newest first, looking at the `scan_max` newest at most."""
+    found: list[FailedJob] = []
+    for start in range(0, scan_max, _SCAN_CHUNK):
+        chunk = await newest(redis, start=start, count=min(_SCAN_CHUNK, scan_max - start))
+        found += [entry for entry in chunk if wanted.matches(entry)]
+        if len(found) >= limit or len(chunk) < _SCAN_CHUNK:
+            break
+    return found[:limit]
+
+
 async def newest(redis: Redis, *, start: int, count: int) -> list[FailedJob]:
     """`count` entries from the `start`-th newest on: a page of the store, never the whole of it."""
     ids = await redis.zrevrange(FAILED_INDEX, start, start + count - 1)
