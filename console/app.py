@@ -38,8 +38,9 @@ from ingest.rejections import KEPT_REASONS, Rejected
 from schemas.event import EventType
 from schemas.settings import Settings
 from workers import discarded_store, failed_store
+from workers.alerts import recent_alerts
 from workers.event_stream import EventFilter, decode_event, latest_events
-from workers.lookup import find_payments
+from workers.lookup import find_payments, published_today
 from workers.worker import arq_client
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -185,12 +186,23 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def overview(request: web.Request) -> web.Response:
-    """Queue depth and age, parked jobs, kept refusals by reason, whether a worker is alive."""
+    """Today's events by type with their amounts, the queue, parked jobs, kept refusals by reason, whether
+    a worker is alive, the latest alert mails; the page reloads itself every 30 s (no script)."""
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     queue = await read_queue(redis, settings.queue_name)
     rejected = {reason: await redis.zcard(REJECTED_INDEX_PREFIX + reason) for reason in KEPT_REASONS}
     worker_alive = bool(await redis.exists(settings.queue_name + health_check_key_suffix))
-    return _render(request, "overview.html", queue=queue, rejected=rejected, worker_alive=worker_alive)
+    today = await published_today(redis)
+    return _render(
+        request,
+        "overview.html",
+        queue=queue,
+        rejected=rejected,
+        worker_alive=worker_alive,
+        today=[(name, *today[name]) for name in get_args(EventType) if name in today],
+        alerts=await recent_alerts(redis),
+        euros=euros,
+    )
 
 
 async def payments(request: web.Request) -> web.Response:

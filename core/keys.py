@@ -46,3 +46,9 @@ ALERT_SENDER_LEASE = "cvco:alerts:sender"
 ALERT_WINDOW_PREFIX = "cvco:alerts:window:"
 ALERT_FOLDED = "cvco:alerts:folded"
 ALERT_FOLDED_LAST = "cvco:alerts:folded:last"
+ALERTS_SENT = "cvco:alerts:sent"
+"""The latest alert mails sent (a capped list), for the console's overview."""
+DAILY_PREFIX = "cvco:daily:"
+"""`cvco:daily:<days since 1970-01-01, UTC>` (hash): the events published that day, by type (`<type>`: how
+many, `<type>:paid`: their paid amounts, cents), kept `DAILY_KEPT_S`; written with the event."""
+DAILY_KEPT_S = 8 * 86400

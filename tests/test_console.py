@@ -24,10 +24,12 @@ from core.keys import REJECTED_INDEX_PREFIX
 from ingest.rejected_store import get_rejected
 from schemas.settings import Settings, ShopConfig
 from tests.cli_process import CVCO_IPN, cli_env, run_cli
+from tests.conftest import SmtpServer
 from tests.notifications import notification, queued, signed
-from tests.test_alerts import park
+from tests.test_alerts import mail_settings, park
 from tests.test_receiver import receiver
 from workers import discarded_store, failed_store
+from workers.alerts import deliver_alerts
 from workers.payment_updates import handle_notification
 
 Client = TestClient[web.Request, web.Application]
@@ -129,8 +131,25 @@ async def test_the_overview_counts_are_the_stores(client: Client, redis: Redis, 
     await sign_in(client)
     page = await (await client.get("/")).text()
     assert re.search(r'id="parked"><a href="/failed">3<', page)
-    assert 'id="rejected-shop">2<' in page and 'id="rejected-signature">0<' in page
+    assert 'id="rejected-shop"><a href="/rejected">2<' in page
+    assert 'id="rejected-signature"><a href="/rejected">0<' in page
     assert 'id="worker">non<' in page
+
+
+async def test_the_overview_shows_todays_events_and_the_latest_alert_mails(
+    client: Client, redis: Redis, settings: Settings, shop: ShopConfig, smtp_server: SmtpServer
+) -> None:
+    await handle_notification(redis, settings, queued(notification("AUTHORISED", amount=2990), shop))
+    other = notification("AUTHORISED", amount=5000, trans_id="c00001", uuid="c" * 32)
+    await handle_notification(redis, settings, queued(other, shop))
+    mailing = mail_settings(settings, smtp_server.url)
+    await park(redis, mailing, "ipn:mailed", trans_id="c00002")
+    assert await deliver_alerts(redis, mailing) == 1
+    await sign_in(client)
+    page = await (await client.get("/")).text()
+    assert 'id="today-payment.accepted">2<' in page and euros(7990) in page
+    assert '<meta http-equiv="refresh" content="30">' in page
+    assert "job_parked" in page and "ipn:mailed" in page
 
 
 async def test_search_an_order_and_open_its_timeline(

@@ -29,6 +29,7 @@ from core.keys import (
     ALERT_SENDER_LEASE,
     ALERT_SENDING,
     ALERT_WINDOW_PREFIX,
+    ALERTS_SENT,
 )
 from schemas.literal import literal
 from schemas.settings import Settings
@@ -169,7 +170,24 @@ async def _open_window(redis: Redis, settings: Settings, group: str) -> bool:
     return bool(await redis.set(ALERT_WINDOW_PREFIX + group, "1", nx=True, ex=settings.alert_window_s))
 
 
-async def _mail(settings: Settings, alert: Alert, folded: int, metrics: WorkerMetrics | None) -> bool:
+ALERTS_SENT_KEPT = 20
+
+
+async def _remember_sent(redis: Redis, alert: Alert) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(ALERTS_SENT, alert.model_dump_json())
+        pipe.ltrim(ALERTS_SENT, 0, ALERTS_SENT_KEPT - 1)
+        await pipe.execute()
+
+
+async def recent_alerts(redis: Redis) -> list[Alert]:
+    """The latest alert mails sent, newest first."""
+    return [Alert.model_validate_json(raw) for raw in await redis.lrange(ALERTS_SENT, 0, -1)]  # type: ignore[misc]  # async client
+
+
+async def _mail(
+    redis: Redis, settings: Settings, alert: Alert, folded: int, metrics: WorkerMetrics | None
+) -> bool:
     try:
         await send_mail(settings, subject(alert, folded), render(alert, folded, settings.alert_window_s))
     except MAIL_ERRORS as e:
@@ -180,6 +198,7 @@ async def _mail(settings: Settings, alert: Alert, folded: int, metrics: WorkerMe
             metrics.count_alert(sent=False)
         return False
     log.info("alert_sent", kind=alert.kind, shop_id=alert.shop_id, folded=folded)
+    await _remember_sent(redis, alert)
     if metrics is not None:
         metrics.count_alert(sent=True)
     return True
@@ -196,7 +215,7 @@ async def _flush_folded(redis: Redis, settings: Settings, metrics: WorkerMetrics
         if not folded or last is None:
             continue
         try:
-            mailed = await _mail(settings, Alert.model_validate_json(last), folded, metrics)
+            mailed = await _mail(redis, settings, Alert.model_validate_json(last), folded, metrics)
         except asyncio.CancelledError:
             await asyncio.shield(redis.delete(ALERT_WINDOW_PREFIX + group))
             raise
@@ -274,7 +293,7 @@ async def _deliver(
             continue
         folded, _ = await _peek_folded(redis, alert.group)
         try:
-            mailed = await _mail(settings, alert, folded, metrics)
+            mailed = await _mail(redis, settings, alert, folded, metrics)
         except asyncio.CancelledError:
             await asyncio.shield(_put_back(redis, alert.group, raw))
             raise

@@ -35,6 +35,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from core.keys import (
+    DAILY_KEPT_S,
+    DAILY_PREFIX,
     HISTORY_PREFIX,
     PAYMENT_PREFIX,
     REF_PREFIX,
@@ -67,7 +69,8 @@ def refund_target_key(shop_id: str, mode: str, order_id: str) -> str:
 # per item: expected version, state JSON ('' = the state stays: only the history entry is written),
 # event JSON ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, refund
 # target key to point at this payment ('' = none), history entry JSON ('' = none), index values (one a
-# line). Items are applied in order: a later item on the same payment sees the earlier one's write.
+# line). Items are applied in order: a later item on the same payment sees the earlier one's write. An
+# event published also counts in the day's figures (`cvco:daily:<day>`, core.keys).
 # Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = (
     REMEMBER_LUA
@@ -105,6 +108,14 @@ for i = 3, #KEYS do
       if ARGV[a + 3] ~= '' then
         sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
           'event', ARGV[a + 3], 'type', ARGV[a + 4], 'shop_id', ARGV[a + 5], 'event_id', ARGV[a + 6])
+        local day = '"""
+    + DAILY_PREFIX
+    + """' .. math.floor(tonumber(redis.call('TIME')[1]) / 86400)
+        redis.call('HINCRBY', day, ARGV[a + 4], 1)
+        redis.call('HINCRBY', day, ARGV[a + 4] .. ':paid', cjson.decode(ARGV[a + 3]).paid_amount)
+        redis.call('EXPIRE', day, """
+    + str(DAILY_KEPT_S)
+    + """)
       end
     end
     local entry = ARGV[a + 10]

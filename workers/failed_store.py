@@ -301,7 +301,9 @@ class FailedFilter:
         )
 
 
-async def newest_matching(redis: Redis, wanted: FailedFilter, *, limit: int, scan_max: int) -> list[FailedJob]:
+async def newest_matching(
+    redis: Redis, wanted: FailedFilter, *, limit: int, scan_max: int
+) -> list[FailedJob]:
     """Up to `limit` entries that `wanted` keeps, newest first, looking at the `scan_max` newest at most."""
     found: list[FailedJob] = []
     for start in range(0, scan_max, _SCAN_CHUNK):

@@ -9,13 +9,14 @@ needed: the indexes hold payment keys of every shop and mode.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
-from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX
+from core.keys import DAILY_PREFIX, HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX
 from workers.history import DROPPED_FIELD
 
 _NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
@@ -112,3 +113,11 @@ async def find_payments(redis: Redis, ref: str, shop: str | None = None) -> list
         if record is not None:
             found.append(record)
     return found
+
+
+async def published_today(redis: Redis, now: float | None = None) -> dict[str, tuple[int, int]]:
+    """The events published since midnight UTC, by type: how many, and their paid amounts in cents."""
+    day = int((time.time() if now is None else now) // 86400)
+    counted: dict[bytes, bytes] = await redis.hgetall(f"{DAILY_PREFIX}{day}")  # type: ignore[misc]  # async client
+    raw = {_text(name): int(value) for name, value in counted.items()}
+    return {name: (count, raw.get(f"{name}:paid", 0)) for name, count in raw.items() if ":" not in name}
