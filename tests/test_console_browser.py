@@ -133,4 +133,11 @@ async def test_an_operators_round_in_the_browser(
     assert await drain(settings) == 0  # the replayed job ran (and was parked again: its status is unknown)
     entry = await failed_store.get(redis, parked[0])
     assert entry is not None and entry.parks == 2
+
+    def new_outcome() -> str:
+        browser.get(f"{console_url}/failed/{quote(parked[0])}")
+        shot(browser, "failed-entry-after-replay")
+        return text(browser, "entry")
+
+    assert "garée 2 fois" in await asyncio.to_thread(new_outcome)
     assert all((ARTIFACTS / f"{name}.png").stat().st_size > 0 for name in ("overview", "payment-timeline"))
