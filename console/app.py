@@ -104,7 +104,8 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, session: Ses
         sessions.encode(session, request.app[SESSION_KEY]),
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        # behind an HTTPS proxy the console itself speaks HTTP: the proxy's header says how the browser came
+        secure=request.secure or request.headers.get("X-Forwarded-Proto") == "https",
         path="/",
     )
 
@@ -401,16 +402,25 @@ async def retry_rejected(request: web.Request) -> web.StreamResponse:
 
 
 async def events(request: web.Request) -> web.Response:
-    """The newest events of the stream, by type, shop and order (as `cvco-ipn events tail`)."""
+    """The newest events of the stream, by type, shop, order and age (as `cvco-ipn events tail`)."""
     query = request.query
     wanted = EventFilter(
         shop=query.get("shop") or None, type=query.get("type") or None, order=query.get("order") or None
     )
     settings = request.app[SETTINGS]
-    found = await latest_events(request.app[REDIS], settings.stream, PAGE_SIZE, wanted)
+    since = SINCE_CHOICES.get(query.get("since", ""))
+    low = f"{int((time.time() - since) * 1000)}-0" if since else "-"
+    found = await latest_events(request.app[REDIS], settings.stream, PAGE_SIZE, wanted, low=low)
     shown = [(entry[0].decode(), event) for entry in reversed(found) if (event := decode_event(entry))]
     return _render(
-        request, "events.html", events=shown, wanted=wanted, types=get_args(EventType), euros=euros
+        request,
+        "events.html",
+        events=shown,
+        wanted=wanted,
+        since=query.get("since", ""),
+        since_choices=SINCE_CHOICES,
+        types=get_args(EventType),
+        euros=euros,
     )
 
 

@@ -115,13 +115,20 @@ async def test_signed_in_every_page_answers_with_its_security_headers(
     signed_in = await client.post("/login", data={"user": "ops", "password": PASSWORD}, allow_redirects=False)
     assert signed_in.status == 303
     set_cookie = signed_in.headers["Set-Cookie"]
-    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Secure" not in set_cookie
     for path in PAGES:
         response = await client.get(path)
         assert response.status == (404 if path.endswith("none") else 200), path
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value
         assert "<script" not in await response.text()
+    proxied = await client.post(
+        "/login",
+        data={"user": "ops", "password": PASSWORD},
+        headers={"X-Forwarded-Proto": "https"},
+        allow_redirects=False,
+    )
+    assert "Secure" in proxied.headers["Set-Cookie"]  # behind an HTTPS proxy
 
 
 async def test_the_overview_counts_are_the_stores(client: Client, redis: Redis, settings: Settings) -> None:
@@ -174,6 +181,10 @@ async def test_search_an_order_and_open_its_timeline(
     assert "payment.captured" in captured_only and "<td>payment.accepted</td>" not in captured_only
     other_shop = await (await client.get("/events?shop=87654321")).text()
     assert "<td>payment." not in other_shop
+    assert "<td>payment.captured</td>" in await (await client.get("/events?since=1h")).text()
+    await redis.delete(settings.stream)
+    await redis.xadd(settings.stream, {"event": '{"type": "payment.accepted"}'}, id="1000-0")  # 1970
+    assert "<td>payment." not in await (await client.get("/events?since=7d")).text()
 
 
 async def test_replay_and_discard_act_on_the_store_and_a_post_without_csrf_changes_nothing(

@@ -1,11 +1,12 @@
 """The console in a real headless Chromium, against a real Redis, real workers and real traffic: sign in
 (a wrong password refused), the overview's counts, an order searched and its timeline opened, a parked
-job replayed and seen processed, another discarded with a reason, a kept refusal retried. Each page is saved as a screenshot in
+job replayed and seen processed, another discarded with a reason, a kept refusal retried before and after its shop is configured. Each page is saved as a screenshot in
 tests/artifacts/console/."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -35,14 +36,23 @@ def browser() -> Iterator[webdriver.Chrome]:
         yield driver
 
 
-@pytest.fixture
-async def console_url(settings: Settings, redis: Redis) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """A console with these settings on a free port; its base URL."""
     runner = web.AppRunner(create_console_app(settings.model_copy(update={"console_users": USERS})))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def console_url(settings: Settings, redis: Redis) -> AsyncIterator[str]:
+    async with serving(settings) as url:
+        yield url
 
 
 def shot(driver: webdriver.Chrome, name: str) -> None:
@@ -140,4 +150,19 @@ async def test_an_operators_round_in_the_browser(
         return text(browser, "entry")
 
     assert "garée 2 fois" in await asyncio.to_thread(new_outcome)
+
+    # the forgotten shop configured: the kept refusal passes the receiver's checks and is queued
+    fixed = settings.model_copy(update={"shops": {**settings.shops, "87654321": shop}})
+    async with serving(fixed) as fixed_url:
+
+        def retry_fixed() -> str:
+            sign_in(browser, fixed_url, PASSWORD)
+            browser.get(f"{fixed_url}/rejected")
+            browser.find_element(By.CSS_SELECTOR, "#rejected td button").click()
+            shot(browser, "rejected-retried")
+            return text(browser, "done")
+
+        assert (await asyncio.to_thread(retry_fixed)).startswith("Requête acceptée")
+    assert await drain(settings.model_copy(update={"shops": fixed.shops})) == 0
+    assert (await redis.xlen(settings.stream)) == 2  # the first payment's event, and the forgotten shop's
     assert all((ARTIFACTS / f"{name}.png").stat().st_size > 0 for name in ("overview", "payment-timeline"))
