@@ -18,7 +18,9 @@ from markupsafe import escape
 from redis.asyncio import Redis
 
 from console import sessions
-from console.app import FAILURES_BEFORE_LOCK, SECURITY_HEADERS, create_console_app, euros
+from console.app import create_console_app
+from console.auth import FAILURES_BEFORE_LOCK, SECURITY_HEADERS
+from console.common import euros
 from console.passwords import hash_password, is_password_hash, verify_password
 from core.keys import REJECTED_INDEX_PREFIX
 from ingest.rejected_store import get_rejected
