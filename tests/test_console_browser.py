@@ -16,6 +16,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 from console.app import create_console_app
 from schemas.settings import Settings, ShopConfig
@@ -64,12 +67,19 @@ def text(driver: webdriver.Chrome, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
 
 
+def follow(driver: webdriver.Chrome, element: WebElement) -> None:
+    """Click a link or a button, then wait until the page it leads to has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 10).until(staleness_of(page))
+
+
 def submit(driver: webdriver.Chrome, form_action: str, **inputs: str) -> None:
     """Fill the visible inputs of the first form posting to `form_action`, then press its button."""
     form = driver.find_element(By.CSS_SELECTOR, f'form[action="{form_action}"]')
     for name, value in inputs.items():
         form.find_element(By.NAME, name).send_keys(value)
-    form.find_element(By.TAG_NAME, "button").click()
+    follow(driver, form.find_element(By.TAG_NAME, "button"))
 
 
 def sign_in(driver: webdriver.Chrome, base: str, password: str) -> None:
@@ -109,7 +119,7 @@ async def test_an_operators_round_in_the_browser(
         browser.get(f"{console_url}/payments")
         submit(browser, "/payments", q="order-42")
         shot(browser, "payments-search")
-        browser.find_element(By.CSS_SELECTOR, "#results a").click()
+        follow(browser, browser.find_element(By.CSS_SELECTOR, "#results a"))
         seen["timeline"] = text(browser, "notifications")
         seen["events"] = text(browser, "events")
         shot(browser, "payment-timeline")
@@ -121,12 +131,12 @@ async def test_an_operators_round_in_the_browser(
         seen["discarded"] = text(browser, "done")
         seen["failed"] = text(browser, "failed")
         shot(browser, "failed-after")
-        browser.find_element(By.LINK_TEXT, "Requêtes refusées").click()
+        follow(browser, browser.find_element(By.LINK_TEXT, "Requêtes refusées"))
         seen["rejected"] = text(browser, "rejected")
         shot(browser, "rejected")
-        browser.find_element(By.CSS_SELECTOR, "#rejected td button").click()
+        follow(browser, browser.find_element(By.CSS_SELECTOR, "#rejected td button"))
         seen["retried"] = text(browser, "done")
-        browser.find_element(By.LINK_TEXT, "Événements").click()
+        follow(browser, browser.find_element(By.LINK_TEXT, "Événements"))
         seen["events_page"] = text(browser, "events")
         shot(browser, "events")
         return seen
@@ -158,7 +168,7 @@ async def test_an_operators_round_in_the_browser(
         def retry_fixed() -> str:
             sign_in(browser, fixed_url, PASSWORD)
             browser.get(f"{fixed_url}/rejected")
-            browser.find_element(By.CSS_SELECTOR, "#rejected td button").click()
+            follow(browser, browser.find_element(By.CSS_SELECTOR, "#rejected td button"))
             shot(browser, "rejected-retried")
             return text(browser, "done")
 
