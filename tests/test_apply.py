@@ -36,6 +36,7 @@ from workers.apply import PAYMENT_TTL_S, StateWriter, VersionConflict, apply_dec
 from workers.decide import decide
 from workers.payment import PaymentState
 from workers.payment_updates import handle_notification
+from workers.record import read_record
 
 SINGLE_LIFE = [
     notification("WAITING_AUTHORISATION", auth=None),
@@ -321,18 +322,23 @@ async def test_a_state_written_by_a_newer_release_is_read_not_parked(
     """Rolling deploy: a newer worker's state (higher version, fields unknown here) is read and built on."""
     first = await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
     key = PAYMENT_PREFIX + first.payment_key
-    newer = json.loads(await redis.hget(key, "s"))  # type: ignore[misc]  # redis-py types it Awaitable | value
+    record = await read_record(redis, first.payment_key)
+    assert record is not None
+    newer = json.loads(record.state)
     newer.update(version=99, history=[{"at": "2024-05-01T12:01:00Z"}], capture_dates={"a": "2024-05-03"})
     for tx in newer["legs"].values():
         tx["capture_requested_by"] = "merchant"
-    await redis.hset(key, "s", json.dumps(newer))  # type: ignore[misc]  # as above
+    entries = "".join(f"{entry}\n" for entry in record.entries)
+    await redis.set(key, f"{record.version}\n0\n{json.dumps(newer)}\n{entries}", keepttl=True)
     captured = await handle_notification(
         redis, settings, queued(notification("CAPTURED", source="BATCH"), shop)
     )
     assert (captured.result, captured.event_type) == ("published", "payment.captured")
     state = await load_payment(redis, first.payment_key)
     assert state is not None and state.phase == "captured" and state.version == 99
-    kept = json.loads(await redis.hget(key, "s"))  # type: ignore[misc]  # as above
+    record = await read_record(redis, first.payment_key)
+    assert record is not None
+    kept = json.loads(record.state)
     assert kept["history"] == newer["history"] and kept["capture_dates"] == newer["capture_dates"]
     assert all(tx["capture_requested_by"] == "merchant" for tx in kept["legs"].values())
 

@@ -129,7 +129,7 @@ async def test_the_history_keeps_the_latest_entries_and_says_how_many_were_dropp
     assert payment["history_dropped"] == extra
     assert len(payment["notifications"]) == HISTORY_CAP
     assert show(KEY_A).stdout.count(f"({extra} older history entries dropped") == 1
-    assert await pool.ttl(f"cvco:history:{KEY_A}") > 0
+    assert await pool.ttl(f"cvco:payment:{KEY_A}") > 0
 
 
 async def test_platform_text_is_shown_literally(pool: ArqRedis, settings: Settings, shop: ShopConfig) -> None:

@@ -2,13 +2,11 @@
 
 Redis layout (all under `cvco:`):
 
-- `cvco:payment:<payment key>` (hash): `v` = write count (compare-and-set), `s` = `PaymentState` JSON
-  (`workers.payment`: its transactions, and the outcome derived from them). Expires `PAYMENT_TTL_S` after
-  its last change: a notification for a payment older than that is treated as new (its event keeps the
-  same deterministic `event_id` for the same outcome, so consumers still deduplicate). Field `hd`: history
-  entries dropped (`workers.history`).
-- `cvco:history:<payment key>` and `cvco:ref:<value>`: the payment's history and the lookup indexes
-  (`workers.history`), written by the same script.
+- `cvco:payment:<payment key>` (string, `workers.record`): the write count (compare-and-set), the
+  `PaymentState` and the payment's history (`workers.history`). Expires `PAYMENT_TTL_S` after its last
+  change: a notification for a payment older than that is treated as new (its event keeps the same
+  deterministic `event_id` for the same outcome, so consumers still deduplicate).
+- `cvco:ref:<value>`: the lookup indexes (`workers.history`), written by the same script.
 - `cvco:refund-target:<shop>:<mode>:<order id>` (string): the key of the paid payment of that order, for
   refunds that carry their own trans_id (Back Office refunds); same lifetime as the payment.
 - `settings.stream` (stream): one entry per event, field `event` (JSON) plus `type`, `shop_id`,
@@ -37,7 +35,6 @@ from redis.exceptions import NoScriptError
 from core.keys import (
     DAILY_KEPT_S,
     DAILY_PREFIX,
-    HISTORY_PREFIX,
     PAYMENT_PREFIX,
     REF_PREFIX,
     REFUND_TARGET_PREFIX,
@@ -48,14 +45,9 @@ from schemas.job import QueuedNotification
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from workers.decide import Decision
-from workers.history import (
-    HISTORY_CAP,
-    REMEMBER_LUA,
-    entry_json,
-    parked_entry,
-    refs_of,
-)
+from workers.history import HISTORY_CAP, entry_json, parked_entry, refs_of
 from workers.payment import PAID_PHASES, PaymentState
+from workers.record import RECORD_LUA, decode_state, encode_state, read_record
 
 PAYMENT_TTL_S = 120 * 86400
 
@@ -65,29 +57,33 @@ def refund_target_key(shop_id: str, mode: str, order_id: str) -> str:
     return f"{REFUND_TARGET_PREFIX}{shop_id}:{mode}:{order_id}"
 
 
-# KEYS: stream, sessions, then the payment hash of each item. ARGV: maxlen, ttl s, history cap, then 11
-# per item: expected version, state JSON ('' = the state stays: only the history entry is written),
-# event JSON ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, refund
-# target key to point at this payment ('' = none), history entry JSON ('' = none), index values (one a
-# line). Items are applied in order: a later item on the same payment sees the earlier one's write. An
-# event published also counts in the day's figures (`cvco:daily:<day>`, core.keys).
+# KEYS: stream, sessions, then the record of each item. ARGV: maxlen, ttl s, history cap, then 11 per
+# item: expected version, state ('' = the state stays: only the history entry is written), event JSON
+# ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, refund target key
+# to point at this payment ('' = none), history entry JSON ('' = none), index values (one a line). Items
+# are applied in order: a later item on the same payment sees the earlier one's write. An event published
+# also counts in the day's figures (`cvco:daily:<day>`, core.keys).
 # Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = (
-    REMEMBER_LUA
+    RECORD_LUA
     + """
 local cap = tonumber(ARGV[3])
 local replies = {}
 for i = 3, #KEYS do
   local a = (i - 3) * 11 + 3
   local key = KEYS[i]
-  local current = redis.call('HGET', key, 'v') or '0'
+  local rec = load(key)
+  local current = rec and rec.v or '0'
   if current ~= ARGV[a + 1] then
-    replies[i - 2] = {0, current, redis.call('HGET', key, 's') or ''}
+    replies[i - 2] = {0, current, rec and rec.s or ''}
   else
     local sid = ''
+    local ttl = false
     if ARGV[a + 2] ~= '' then
-      redis.call('HSET', key, 'v', tostring(tonumber(current) + 1), 's', ARGV[a + 2])
-      redis.call('EXPIRE', key, ARGV[2])
+      rec = rec or {hd = 0, h = '', n = 0}
+      rec.v = tostring(tonumber(current) + 1)
+      rec.s = ARGV[a + 2]
+      ttl = ARGV[2]
       if ARGV[a + 7] == '1' then
         redis.call('ZREM', KEYS[2], ARGV[a + 8])
         redis.call('DEL', '"""
@@ -119,14 +115,14 @@ for i = 3, #KEYS do
       end
     end
     local entry = ARGV[a + 10]
-    local ttl = redis.call('PTTL', key)
-    if entry ~= '' and ttl > 0 then
+    if rec and entry ~= '' then
       if sid ~= '' then
         entry = string.sub(entry, 1, -2) .. ',"sid":"' .. sid .. '"}'
       end
-      remember(key, '"""
-    + HISTORY_PREFIX
-    + """' .. ARGV[a + 8], entry, cap, ttl)
+      remember(rec, entry, cap)
+    end
+    if rec and (ttl or entry ~= '') then
+      save(key, rec, ttl)
     end
     replies[i - 2] = {1, sid}
   end
@@ -137,13 +133,14 @@ return replies
 _APPLY_SHA = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest()
 
 
-# KEYS: payment hash, its history. ARGV: entry JSON, cap. The entry joins an existing payment only.
+# KEYS: the payment's record. ARGV: entry JSON, cap. The entry joins an existing payment only.
 _PARKED = (
-    REMEMBER_LUA
+    RECORD_LUA
     + """
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  remember(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ttl)
+local rec = load(KEYS[1])
+if rec then
+  remember(rec, ARGV[1], tonumber(ARGV[2]))
+  save(KEYS[1], rec, false)
 end
 """
 )
@@ -162,9 +159,8 @@ async def record_parked(redis: Redis, payload: Any, error: BaseException) -> Non
         key = payment_key(fields["vads_site_id"], fields["vads_ctx_mode"], day, fields["vads_trans_id"])
     except (ValueError, KeyError, TypeError):
         return
-    keys = (PAYMENT_PREFIX + key, HISTORY_PREFIX + key)
     entry = parked_entry(queued, error)
-    await redis.eval(_PARKED, 2, *keys, entry, str(HISTORY_CAP))  # type: ignore[misc]  # redis-py types eval as Awaitable | value
+    await redis.eval(_PARKED, 1, PAYMENT_PREFIX + key, entry, str(HISTORY_CAP))  # type: ignore[misc]  # redis-py types eval as Awaitable | value
 
 
 class VersionConflict(Exception):
@@ -182,10 +178,10 @@ def _text(value: bytes | str) -> str:
 
 async def load_versioned(redis: Redis, key: str) -> tuple[PaymentState | None, str]:
     """The payment's state and the version to compare against when writing (`"0"`: never written)."""
-    version, raw = await redis.hmget(PAYMENT_PREFIX + key, ["v", "s"])  # type: ignore[misc]  # redis-py types it Awaitable | list
-    if raw is None:
-        return None, _text(version) if version is not None else "0"
-    return PaymentState.model_validate_json(raw), _text(version)
+    record = await read_record(redis, key)
+    if record is None:
+        return None, "0"
+    return decode_state(key, record.state), record.version
 
 
 async def load_payment(redis: Redis, key: str) -> PaymentState | None:
@@ -225,7 +221,7 @@ async def apply_decision(
         item = (
             PAYMENT_PREFIX + state.key,
             version,
-            state.model_dump_json(),
+            encode_state(state),
             event.model_dump_json() if event else "",
             event.type if event else "",
             state.shop_id,
@@ -238,9 +234,9 @@ async def apply_decision(
         )
     reply = await writer.submit(item, received)
     if not int(reply[0]):
-        raw = reply[2]
-        current = PaymentState.model_validate_json(raw) if raw else None
-        raise VersionConflict(state.key if state is not None else key, _text(reply[1]), current)
+        raw, written = reply[2], state.key if state is not None else key
+        current = decode_state(written, raw) if raw else None
+        raise VersionConflict(written, _text(reply[1]), current)
     return _text(reply[1]) or None
 
 

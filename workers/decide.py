@@ -96,9 +96,9 @@ def settle(
     change = what_changed(old, new)
     if change.event_type is None:
         result: Result = "stale" if behind or change.backwards else "duplicate"
-        return Decision(result, new if change.recorded else None, None, reason=change.reason)
+        return Decision(result, new.as_kept() if change.recorded else None, None, reason=change.reason)
     event = build_event(new, trigger, change.event_type)
-    return Decision("published", new, event, tuple(new.flags))
+    return Decision("published", new.as_kept(), event, tuple(new.flags))
 
 
 _PRODUCT = re.compile(r"vads_product_([a-z_]+?)(\d+)")

@@ -2,10 +2,10 @@
 
 Redis layout (written only by that script, in the same step as the state, so they cannot disagree):
 
-- `cvco:history:<payment key>` (list): one compact JSON entry per notification the worker applied to the
-  payment (`published`, `duplicate` or `stale`) and per session expiry it detected, oldest first, at most
-  `HISTORY_CAP`; the payment hash counts the entries dropped to keep that cap in its field `hd`. It lives
-  exactly as long as the payment hash (the script copies the hash's TTL onto it).
+- the history, in the payment's record (`workers.record`): one compact JSON entry per notification the
+  worker applied to the payment (`published`, `duplicate` or `stale`) and per session expiry it detected,
+  oldest first, at most `HISTORY_CAP`; the record counts the entries dropped to keep that cap. It lives
+  exactly as long as the state, being in the same key.
 - `cvco:ref:<value>` (set): the payment keys an order id, a `vads_trans_uuid` (of any transaction) or a
   `vads_trans_id` names, whatever the shop or mode (the lookup needs no shop list). It expires
   `PAYMENT_TTL_S` after its last addition; a member whose payment expired first is skipped on read.
@@ -27,24 +27,6 @@ from workers.payment import PaymentState
 
 HISTORY_CAP = 50
 """Entries kept per payment: a payment's life is a handful of notifications; a storm keeps its latest."""
-DROPPED_FIELD = "hd"
-
-REMEMBER_LUA = (
-    """
-local function remember(key, history, entry, cap, ttl)
-  local n = redis.call('RPUSH', history, entry)
-  if n > cap then
-    redis.call('LTRIM', history, n - cap, -1)
-    redis.call('HINCRBY', key, '"""
-    + DROPPED_FIELD
-    + """', n - cap)
-  end
-  redis.call('PEXPIRE', history, ttl)
-end
-"""
-)
-"""Lua: append `entry` to a payment's history, keep the latest `cap`, count what was dropped in the
-payment hash `key`, and give the history the hash's remaining lifetime `ttl` (ms)."""
 
 
 def notification_entry(queued: QueuedNotification) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.keys import DAILY_PREFIX, HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX
-from workers.history import DROPPED_FIELD
+from core.keys import DAILY_PREFIX, REF_PREFIX
+from workers.record import decode_state, read_record
 
 _NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
 
@@ -52,7 +52,7 @@ def _stream_time(stream_id: str) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def _split(raw: list[bytes | str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _split(raw: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The history's entries as notifications (what the worker did with each) and events published."""
     notifications: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -93,14 +93,12 @@ async def candidate_keys(redis: Redis, ref: str) -> list[str]:
 
 async def load_record(redis: Redis, key: str) -> PaymentRecord | None:
     """The payment under `key` with its history, read in one round trip; None when there is none."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hmget(PAYMENT_PREFIX + key, ["s", DROPPED_FIELD])
-        pipe.lrange(HISTORY_PREFIX + key, 0, -1)
-        (raw, dropped), history = await pipe.execute()
-    if raw is None:
+    record = await read_record(redis, key)
+    if record is None:
         return None
-    notifications, events = _split(history)
-    return PaymentRecord(key, json.loads(raw), notifications, events, int(dropped or 0))
+    state = decode_state(key, record.state)
+    notifications, events = _split(record.entries)
+    return PaymentRecord(key, state.model_dump(mode="json"), notifications, events, record.dropped)
 
 
 async def find_payments(redis: Redis, ref: str, shop: str | None = None) -> list[PaymentRecord]:

@@ -159,7 +159,9 @@ class PaymentState(BaseModel):
     ext_info: dict[str, str] = Field(default_factory=dict)
 
     def facts(self) -> tuple[object, ...]:
-        """What the payment knows, without what is derived from it: two states equal here are one."""
+        """What the payment knows, without what is derived from it: two states equal here are one.
+
+        The echoed data is no fact of the payment: a redelivery that differs only there is a duplicate."""
         return (
             self.amount,
             self.order_id,
@@ -168,11 +170,17 @@ class PaymentState(BaseModel):
             self.legs,
             self.refunds,
             self.session_expired,
-            self.customer,
-            self.shipping,
-            self.products,
-            self.ext_info,
         )
+
+    def as_kept(self) -> PaymentState:
+        """The state to store: the echoed data only while the payment is unsettled.
+
+        Every notification echoes it, so a later event takes it from its own notification; only a
+        detected expiry (no notification) announces a pending payment from the stored copy.
+        """
+        if self.phase in (None, "pending"):
+            return self
+        return self.model_copy(update={"customer": {}, "shipping": {}, "products": [], "ext_info": {}})
 
 
 @dataclass(frozen=True)

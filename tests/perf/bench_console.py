@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from console.app import create_console_app  # noqa: E402  # the project root is put on sys.path just above
-from core.keys import FAILED_INDEX, FAILED_PREFIX, HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX  # noqa: E402
+from core.keys import FAILED_INDEX, FAILED_PREFIX, PAYMENT_PREFIX, REF_PREFIX  # noqa: E402
 from schemas.settings import Settings, ShopConfig  # noqa: E402
 from simulator.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.conftest import PRODUCTION_KEY, SHOP_ID, TEST_KEY  # noqa: E402
@@ -59,7 +59,6 @@ async def fill(redis: Redis, settings: Settings, payments: int, parked: int) -> 
     outcome = await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
     key = outcome.payment_key
     await copies(redis, PAYMENT_PREFIX + key, PAYMENT_PREFIX + "bench:{}", payments - 1)
-    await copies(redis, HISTORY_PREFIX + key, HISTORY_PREFIX + "bench:{}", payments - 1)
     await copies(redis, REF_PREFIX + "order-42", REF_PREFIX + "bench-order-{}", payments - 1)
     [(_, event)] = await redis.xrange(settings.stream)
     for start in range(0, payments - 1, BATCH):  # the stream as long as one event a payment

@@ -3,7 +3,7 @@
 10,000 payments (by default) go through the worker's own path (`handle_notification`) on a private
 redis-server: each notified once (`PAY`, AUTHORISED), every second one also redelivered (`RETRY`, a
 duplicate: a second history entry). Then `MEMORY USAGE ... SAMPLES 0` of every key, summed by kind
-(state hash, history list, index sets) and divided by the payments; the state is the yardstick.
+(the record: state and history; the index sets) and divided by the payments.
 
 Run: .venv/bin/python -m tests.perf.history_memory [--payments N]
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX, REF_PREFIX
+from core.keys import PAYMENT_PREFIX, REF_PREFIX
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
 from tests.notifications import notification, queued
@@ -28,7 +28,7 @@ from tests.reliability.processes import Cluster
 from workers.payment_updates import handle_notification
 
 BATCH = 200
-KINDS = {PAYMENT_PREFIX: "state", HISTORY_PREFIX: "history", REF_PREFIX: "indexes"}
+KINDS = {PAYMENT_PREFIX: "record", REF_PREFIX: "indexes"}
 
 
 async def _load(redis: Redis, settings: Settings, payments: int) -> None:
@@ -75,15 +75,11 @@ def main() -> None:
         cluster.start_redis()
         used = asyncio.run(_measure(cluster.redis_url, args.payments))
     print(f"{args.payments} payments ({args.payments + (args.payments + 1) // 2} notifications):")
-    for kind in ("state", "history", "indexes"):
+    for kind in ("record", "indexes"):
         print(
             f"  {kind:8} {used[kind] / args.payments:7.0f} bytes/payment"
             f"  ({used[f'{kind} keys']} keys, {used[kind] / 1e6:.1f} MB)"
         )
-    extra = used["history"] + used["indexes"]
-    print(
-        f"  history + indexes: {extra / args.payments:.0f} bytes/payment, {extra / used['state']:.0%} of the state"
-    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from redis import Redis
@@ -20,6 +20,7 @@ from tests.reliability.conftest import scale
 from tests.reliability.notifications import accepted_payment
 from tests.reliability.processes import Cluster, shop_config, wait_until
 from tests.reliability.test_payment_outcomes import post
+from workers.record import StoredRecord, parse_record
 
 PAYMENTS = scale(ci=400, full=2000)
 KILLS = 2
@@ -29,8 +30,10 @@ def _in_progress(redis: Redis) -> int:
     return len(cast(list[bytes], redis.keys("arq:in-progress:*")))
 
 
-def _history(redis: Redis, key: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in cast(list[bytes], redis.lrange(f"cvco:history:{key}", 0, -1))]
+def _record(redis: Redis, key: str) -> StoredRecord:
+    raw = redis.get(f"cvco:payment:{key}")
+    assert raw is not None, key
+    return parse_record(cast(bytes, raw))
 
 
 @pytest.mark.timeout(scale(ci=150, full=400))
@@ -80,10 +83,10 @@ def test_history_holds_exactly_the_applied_notifications_after_kill_9(cluster: C
         }
         reruns = 0
         for key, deliveries in sent.items():
-            history = _history(redis, key)
-            version, raw = cast(list[bytes | None], redis.hmget(f"cvco:payment:{key}", ["v", "s"]))
-            assert raw is not None and version == b"1", key
-            state = json.loads(raw)
+            record = _record(redis, key)
+            history = [json.loads(entry) for entry in record.entries]
+            assert record.version == "1", key
+            state = json.loads(record.state)
             (published,) = [entry for entry in history if entry["did"] == "published"]
             stream_id, event = events[published["uuid"]]
             assert (published["eid"], published["sid"], published["ev"]) == (

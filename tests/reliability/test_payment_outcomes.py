@@ -25,6 +25,7 @@ from tests.notifications import UUID_CB, UUID_PAY, UUID_REFUND, cascade, leg, no
 from tests.reliability.accounting import QUEUE, STREAM, read_events
 from tests.reliability.processes import Cluster, Service, shop_config, shops_json, wait_until
 from workers.payment import PaymentState
+from workers.record import decode_state, parse_record
 
 pytestmark = pytest.mark.timeout(240)
 UUID_SECOND = "d" * 32
@@ -88,9 +89,9 @@ def key_of(fields: Fields) -> str:
 
 
 def state_of(redis: Redis, key: str) -> PaymentState:
-    raw = redis.hget(f"cvco:payment:{key}", "s")
+    raw = redis.get(f"cvco:payment:{key}")
     assert raw is not None, f"no state for {key}"
-    return PaymentState.model_validate_json(cast(bytes, raw))
+    return decode_state(key, parse_record(cast(bytes, raw)).state)
 
 
 def events_of(redis: Redis, key: str) -> list[dict[str, Any]]:

@@ -1,0 +1,147 @@
+"""The stored payment record: one Redis string per payment holding its version, state and history.
+
+`cvco:payment:<payment key>` (string), lines separated by `\\n`:
+
+    <version>\\n<history entries dropped>\\n<state>\\n<entry>\\n<entry>\\n...
+
+- version: the write count the workers compare-and-set on (`workers.apply`);
+- the count of the oldest history entries dropped to keep `HISTORY_CAP`;
+- the state: `PaymentState` JSON without what the key already says (`key`, `shop_id`, `mode`) and without
+  fields at their default (`encode_state`; `decode_state` puts them back);
+- the history (`workers.history`): one compact JSON entry a line, oldest first, each ending in `\\n`.
+
+One key instead of a hash and a list saves the second key's overhead per payment; the history cannot
+outlive the state, since it is the same key. Only the scripts of `workers.apply` write it.
+
+A payment written by a release before this layout (a hash `v`/`s`/`hd` and a list
+`cvco:history:<payment key>`) is still read (`read_record`, and `RECORD_LUA`'s `load`), and rewritten in
+this layout by its next write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX
+from workers.payment import STATE_VERSION, PaymentState
+
+_IMPLIED = frozenset({"key", "shop_id", "mode"})
+"""State fields the payment key holds already (`shop:mode:day:trans_id`)."""
+
+RECORD_LUA = (
+    """
+local function load(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' and raw.err then
+    -- a hash and a history list of the previous layout: rewritten as one string when saved
+    local old = redis.call('HMGET', key, 'v', 's', 'hd')
+    local history = '"""
+    + HISTORY_PREFIX
+    + """' .. string.sub(key, """
+    + str(len(PAYMENT_PREFIX) + 1)
+    + """)
+    local lines = redis.call('LRANGE', history, 0, -1)
+    local h = ''
+    for _, line in ipairs(lines) do h = h .. line .. '\\n' end
+    return {v = old[1] or '0', hd = tonumber(old[3] or '0'), s = old[2] or '', h = h, n = #lines,
+      legacy = history}
+  end
+  if not raw then return nil end
+  local a = string.find(raw, '\\n', 1, true)
+  local b = string.find(raw, '\\n', a + 1, true)
+  local c = string.find(raw, '\\n', b + 1, true)
+  local h = string.sub(raw, c + 1)
+  local _, n = string.gsub(h, '\\n', '')
+  return {v = string.sub(raw, 1, a - 1), hd = tonumber(string.sub(raw, a + 1, b - 1)),
+    s = string.sub(raw, b + 1, c - 1), h = h, n = n}
+end
+
+local function remember(rec, entry, cap)
+  rec.h = rec.h .. entry .. '\\n'
+  rec.n = rec.n + 1
+  while rec.n > cap do
+    rec.h = string.sub(rec.h, string.find(rec.h, '\\n', 1, true) + 1)
+    rec.n = rec.n - 1
+    rec.hd = rec.hd + 1
+  end
+end
+
+local function save(key, rec, ttl)
+  local raw = rec.v .. '\\n' .. rec.hd .. '\\n' .. rec.s .. '\\n' .. rec.h
+  if ttl then
+    redis.call('SET', key, raw, 'EX', ttl)
+  else
+    redis.call('SET', key, raw, 'KEEPTTL')
+  end
+  if rec.legacy then
+    redis.call('DEL', rec.legacy)
+  end
+end
+"""
+)
+"""Lua: `load(key)` the record (nil when there is none) as a table `v`, `hd`, `s`, `h` (the entries, each
+ending in a newline) and `n` (their count); `remember(rec, entry, cap)` appends an entry, dropping the
+oldest beyond `cap`; `save(key, rec, ttl)` writes it back, with a new TTL or (`ttl` false) the one it had."""
+
+
+def encode_state(state: PaymentState) -> str:
+    """The state as the record stores it: one JSON line, without what the key says or defaults hold."""
+    data: dict[str, Any] = state.model_dump(mode="json", exclude=set(_IMPLIED), exclude_defaults=True)
+    data = {"version": state.version, **data}  # kept explicit: a newer release's default may differ
+    return orjson.dumps(data).decode()
+
+
+def decode_state(key: str, raw: str | bytes) -> PaymentState:
+    """The state of payment `key` from its stored JSON (this layout's, or a full state of the previous one)."""
+    data = orjson.loads(raw)
+    shop_id, mode, _ = key.split(":", 2)
+    data.setdefault("key", key)
+    data.setdefault("shop_id", shop_id)
+    data.setdefault("mode", mode)
+    data.setdefault("version", STATE_VERSION)
+    return PaymentState.model_validate(data)
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """What `read_record` found: the raw parts of a payment's record."""
+
+    version: str
+    dropped: int
+    state: str
+    entries: list[str]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_record(raw: bytes | str) -> StoredRecord:
+    version, dropped, state, history = _text(raw).split("\n", 3)
+    return StoredRecord(version, int(dropped), state, history.split("\n")[:-1])
+
+
+async def read_record(redis: Redis, key: str) -> StoredRecord | None:
+    """The record of payment `key` (by `payment_key`), None when there is none; one round trip."""
+    try:
+        raw = await redis.get(PAYMENT_PREFIX + key)
+    except ResponseError as e:
+        if "WRONGTYPE" not in str(e):
+            raise
+        return await _read_legacy(redis, key)
+    return None if raw is None else parse_record(raw)
+
+
+async def _read_legacy(redis: Redis, key: str) -> StoredRecord | None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hmget(PAYMENT_PREFIX + key, ["v", "s", "hd"])
+        pipe.lrange(HISTORY_PREFIX + key, 0, -1)
+        (version, state, dropped), history = await pipe.execute()
+    if state is None:
+        return None
+    return StoredRecord(_text(version or b"0"), int(dropped or 0), _text(state), [_text(e) for e in history])
