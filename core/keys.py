@@ -9,8 +9,6 @@ SESSION_RECORD_PREFIX = "cvco:session:"
 
 PAYMENT_PREFIX = "cvco:payment:"
 """+ payment key (hash): the payment's state and version, written by the workers' compare-and-set."""
-REFUND_TARGET_PREFIX = "cvco:refund-target:"
-"""+ shop, mode and order id: the key of that order's paid payment, which a refund of the order joins."""
 
 FORENSICS_STREAM = "cvco:forensics:signature"
 """Stream of signature mismatches (no body), written by the receiver, counted by the workers' checks."""
@@ -31,7 +29,11 @@ DISCARDED_INDEX = "cvco:discarded:index"
 HISTORY_PREFIX = "cvco:history:"
 """+ payment key (list): what happened to each notification of the payment, written with its state."""
 REF_PREFIX = "cvco:ref:"
-"""+ order id, trans_id or trans_uuid (set): the payment keys it names, for `cvco-ipn payment show`."""
+"""+ order id, trans_id or trans_uuid (set): the payment keys it names; the previous release's index, read
+until it expires."""
+REFS_PREFIX = "cvco:refs:"
+"""+ index day and bucket (hash): order id, trans_id or trans_uuid -> a payment key it names
+(`workers.history`), for `cvco-ipn payment show` and for the refund of an order."""
 
 TRANS_ID_COUNTER_PREFIX = "cvco:trans_id:"
 """+ shop and UTC day: the form builder's transaction-id counter."""

@@ -106,6 +106,11 @@ def payment_key(site_id: str, mode: str, trans_date: datetime, trans_id: str) ->
     return f"{site_id}:{mode}:{day.year:04d}{day.month:02d}{day.day:02d}:{trans_id.lower()}"
 
 
+def key_trans_id(key: str) -> str:
+    """The trans_id part of a payment key: the payment's own trans_id, lower-cased."""
+    return key.rsplit(":", 1)[-1]
+
+
 def platform_reserved(trans_id: str) -> bool:
     """900000-999999: ids the platform issues itself (Back Office refunds, duplications, payment orders),
     which a shop's own forms never use."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -324,12 +325,11 @@ async def test_a_state_written_by_a_newer_release_is_read_not_parked(
     key = PAYMENT_PREFIX + first.payment_key
     record = await read_record(redis, first.payment_key)
     assert record is not None
-    newer = json.loads(record.state)
-    newer.update(version=99, history=[{"at": "2024-05-01T12:01:00Z"}], capture_dates={"a": "2024-05-03"})
-    for tx in newer["legs"].values():
+    newer = json.loads(record.state)  # stored names (workers.record): v version, L legs
+    newer.update(v=99, history=[{"at": "2024-05-01T12:01:00Z"}], capture_dates={"a": "2024-05-03"})
+    for tx in newer["L"].values():
         tx["capture_requested_by"] = "merchant"
-    entries = "".join(f"{entry}\n" for entry in record.entries)
-    await redis.set(key, f"{record.version}\n0\n{json.dumps(newer)}\n{entries}", keepttl=True)
+    await redis.set(key, replace(record, state=json.dumps(newer)).encoded(), keepttl=True)
     captured = await handle_notification(
         redis, settings, queued(notification("CAPTURED", source="BATCH"), shop)
     )
@@ -340,7 +340,7 @@ async def test_a_state_written_by_a_newer_release_is_read_not_parked(
     assert record is not None
     kept = json.loads(record.state)
     assert kept["history"] == newer["history"] and kept["capture_dates"] == newer["capture_dates"]
-    assert all(tx["capture_requested_by"] == "merchant" for tx in kept["legs"].values())
+    assert all(tx["capture_requested_by"] == "merchant" for tx in kept["L"].values())
 
 
 async def test_a_state_written_by_the_previous_release_is_read_and_moves_on(

@@ -6,9 +6,8 @@ Redis layout (all under `cvco:`):
   `PaymentState` and the payment's history (`workers.history`). Expires `PAYMENT_TTL_S` after its last
   change: a notification for a payment older than that is treated as new (its event keeps the same
   deterministic `event_id` for the same outcome, so consumers still deduplicate).
-- `cvco:ref:<value>`: the lookup indexes (`workers.history`), written by the same script.
-- `cvco:refund-target:<shop>:<mode>:<order id>` (string): the key of the paid payment of that order, for
-  refunds that carry their own trans_id (Back Office refunds); same lifetime as the payment.
+- `cvco:refs:<day>:<bucket>`: the lookup indexes (`workers.history`), written by the same script; a
+  refund that carries its own trans_id (Back Office refunds) finds its order's paid payment there.
 - `settings.stream` (stream): one entry per event, field `event` (JSON) plus `type`, `shop_id`,
   `event_id` for filtering, trimmed with `MAXLEN ~ settings.stream_maxlen`.
 - `cvco:sessions` (sorted set) and `cvco:session:<payment key>` (`core.sessions`): a payment that got
@@ -36,8 +35,7 @@ from core.keys import (
     DAILY_KEPT_S,
     DAILY_PREFIX,
     PAYMENT_PREFIX,
-    REF_PREFIX,
-    REFUND_TARGET_PREFIX,
+    REFS_PREFIX,
     SESSION_RECORD_PREFIX,
     SESSIONS_KEY,
 )
@@ -45,32 +43,28 @@ from schemas.job import QueuedNotification
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from workers.decide import Decision
-from workers.history import HISTORY_CAP, entry_json, parked_entry, refs_of
-from workers.payment import PAID_PHASES, PaymentState
+from workers.history import HISTORY_CAP, REINDEX_AFTER_DAYS, entry_json, parked_entry, refs_of
+from workers.payment import PaymentState
 from workers.record import RECORD_LUA, decode_state, encode_state, read_record
 
 PAYMENT_TTL_S = 120 * 86400
 
 
-def refund_target_key(shop_id: str, mode: str, order_id: str) -> str:
-    """Where the payment a refund of this order attaches to is named (the platform's own guidance)."""
-    return f"{REFUND_TARGET_PREFIX}{shop_id}:{mode}:{order_id}"
-
-
-# KEYS: stream, sessions, then the record of each item. ARGV: maxlen, ttl s, history cap, then 11 per
+# KEYS: stream, sessions, then the record of each item. ARGV: maxlen, ttl s, history cap, then 10 per
 # item: expected version, state ('' = the state stays: only the history entry is written), event JSON
-# ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, refund target key
-# to point at this payment ('' = none), history entry JSON ('' = none), index values (one a line). Items
-# are applied in order: a later item on the same payment sees the earlier one's write. An event published
-# also counts in the day's figures (`cvco:daily:<day>`, core.keys).
+# ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, history entry
+# JSON ('' = none), index values (one a line, each after its bucket and a space). Items are applied in
+# order: a later item on the same payment sees the earlier one's write. An event published also counts
+# in the day's figures (`cvco:daily:<day>`, core.keys).
 # Returns, per item, {1, stream id or ''} or {0, current version, current state}.
 _APPLY = (
     RECORD_LUA
     + """
 local cap = tonumber(ARGV[3])
+local today = math.floor(tonumber(redis.call('TIME')[1]) / 86400)
 local replies = {}
 for i = 3, #KEYS do
-  local a = (i - 3) * 11 + 3
+  local a = (i - 3) * 10 + 3
   local key = KEYS[i]
   local rec = load(key)
   local current = rec and rec.v or '0'
@@ -80,33 +74,49 @@ for i = 3, #KEYS do
     local sid = ''
     local ttl = false
     if ARGV[a + 2] ~= '' then
+      local payment = ARGV[a + 8]
       rec = rec or {hd = 0, h = '', n = 0}
       rec.v = tostring(tonumber(current) + 1)
       rec.s = ARGV[a + 2]
       ttl = ARGV[2]
       if ARGV[a + 7] == '1' then
-        redis.call('ZREM', KEYS[2], ARGV[a + 8])
+        redis.call('ZREM', KEYS[2], payment)
         redis.call('DEL', '"""
     + SESSION_RECORD_PREFIX
-    + """' .. ARGV[a + 8])
+    + """' .. payment)
       end
-      if ARGV[a + 9] ~= '' then
-        redis.call('SET', ARGV[a + 9], ARGV[a + 8], 'EX', ARGV[2])
+      if not rec.day or today - rec.day > """
+    + str(REINDEX_AFTER_DAYS)
+    + """ then
+        rec.day = today
       end
-      for ref in string.gmatch(ARGV[a + 11], '[^\\n]+') do
-        redis.call('SADD', '"""
-    + REF_PREFIX
-    + """' .. ref, ARGV[a + 8])
-        redis.call('EXPIRE', '"""
-    + REF_PREFIX
-    + """' .. ref, ARGV[2])
+      local kept_until = (rec.day + """
+    + str(REINDEX_AFTER_DAYS + 1)
+    + """) * 86400 + tonumber(ttl)
+      for line in string.gmatch(ARGV[a + 10], '[^\\n]+') do
+        local bucket = '"""
+    + REFS_PREFIX
+    + """' .. rec.day .. ':' .. string.sub(line, 1, 4)
+        local value = string.sub(line, 6)
+        local field, n = value, 0
+        while true do
+          local named = redis.call('HGET', bucket, field)
+          if not named then
+            redis.call('HSET', bucket, field, payment)
+            break
+          end
+          if named == payment then break end
+          n = n + 1
+          field = value .. '\\n' .. n
+        end
+        redis.call('EXPIREAT', bucket, kept_until)
       end
       if ARGV[a + 3] ~= '' then
         sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
           'event', ARGV[a + 3], 'type', ARGV[a + 4], 'shop_id', ARGV[a + 5], 'event_id', ARGV[a + 6])
         local day = '"""
     + DAILY_PREFIX
-    + """' .. math.floor(tonumber(redis.call('TIME')[1]) / 86400)
+    + """' .. today
         redis.call('HINCRBY', day, ARGV[a + 4], 1)
         redis.call('HINCRBY', day, ARGV[a + 4] .. ':paid', cjson.decode(ARGV[a + 3]).paid_amount)
         redis.call('EXPIRE', day, """
@@ -114,7 +124,7 @@ for i = 3, #KEYS do
     + """)
       end
     end
-    local entry = ARGV[a + 10]
+    local entry = ARGV[a + 9]
     if rec and entry ~= '' then
       if sid ~= '' then
         entry = string.sub(entry, 1, -2) .. ',"sid":"' .. sid .. '"}'
@@ -208,16 +218,15 @@ async def apply_decision(
     through the same `writer` in the same event-loop turn, in one EVAL.
     """
     state = decision.state
-    history = entry_json(entry, decision) if entry is not None else ""
+    written = decision.state.key if decision.state is not None else key
+    history = entry_json(entry, decision, written) if entry is not None else ""
     if state is None:
         if entry is None or not key:
             raise ValueError("a decision without a new state or a history entry has nothing to write")
-        item: _Item = (PAYMENT_PREFIX + key, version, "", "", "", "", "", "", key, "", history, "")
+        item: _Item = (PAYMENT_PREFIX + key, version, "", "", "", "", "", "", key, history, "")
     else:
         event = decision.event
         watch_done = state.phase not in (None, "pending")
-        paid = state.phase in PAID_PHASES and state.order_id is not None
-        target = refund_target_key(state.shop_id, state.mode, state.order_id or "") if paid else ""
         item = (
             PAYMENT_PREFIX + state.key,
             version,
@@ -228,20 +237,19 @@ async def apply_decision(
             event.event_id if event else "",
             "1" if watch_done else "0",
             state.key,
-            target,
             history,
             refs_of(state, entry or {}),
         )
     reply = await writer.submit(item, received)
     if not int(reply[0]):
-        raw, written = reply[2], state.key if state is not None else key
+        raw = reply[2]
         current = decode_state(written, raw) if raw else None
         raise VersionConflict(written, _text(reply[1]), current)
     return _text(reply[1]) or None
 
 
-_Item = tuple[str, str, str, str, str, str, str, str, str, str, str, str]
-"""The payment hash key, then the script's 11 arguments of one compare-and-set."""
+_Item = tuple[str, str, str, str, str, str, str, str, str, str, str]
+"""The record's key, then the script's 10 arguments of one compare-and-set."""
 
 
 class StateWriter:

@@ -70,15 +70,16 @@ def event_id(state: PaymentState) -> str:
     The outcome is a function of the set of notifications seen, so redeliveries and reorderings that
     reach it give this id again, and consumers deduplicate on it.
     """
-    content = [
-        state.key,
-        state.phase,
-        state.paid_amount,
-        state.cvco_amount,
-        state.refunded_amount,
-        state.flags,
-    ]
-    return hashlib.sha256(orjson.dumps(content)).hexdigest()
+    return outcome_event_id(
+        state.key, state.phase, state.paid_amount, state.cvco_amount, state.refunded_amount, state.flags
+    )
+
+
+def outcome_event_id(
+    key: str, phase: str | None, paid: int, cvco: int, refunded: int, flags: list[str]
+) -> str:
+    """`event_id` of payment `key` at this outcome (the history keeps the outcome, not the id)."""
+    return hashlib.sha256(orjson.dumps([key, phase, paid, cvco, refunded, flags])).hexdigest()
 
 
 def build_event(state: PaymentState, trigger: Trigger, event_type: EventType) -> PaymentEvent:

@@ -6,35 +6,52 @@ Redis layout (written only by that script, in the same step as the state, so the
   worker applied to the payment (`published`, `duplicate` or `stale`) and per session expiry it detected,
   oldest first, at most `HISTORY_CAP`; the record counts the entries dropped to keep that cap. It lives
   exactly as long as the state, being in the same key.
-- `cvco:ref:<value>` (set): the payment keys an order id, a `vads_trans_uuid` (of any transaction) or a
-  `vads_trans_id` names, whatever the shop or mode (the lookup needs no shop list). It expires
-  `PAYMENT_TTL_S` after its last addition; a member whose payment expired first is skipped on read.
+- `cvco:refs:<index day>:<bucket>` (hash): an order id, a `vads_trans_uuid` (of any transaction) or a
+  `vads_trans_id` -> a payment key it names, whatever the shop or mode (the lookup needs no shop list);
+  the second payment a value names is under field `<value>\n1`, the third `<value>\n2`, and so on. The
+  index day (days since 1970-01-01, UTC) is the day the payment was first indexed, kept in its record; a
+  payment written more than `REINDEX_AFTER_DAYS` after it is indexed again under the day of that write.
+  The bucket, `index_bucket(value)`, spreads a day over `INDEX_BUCKETS` small hashes (Redis keeps a hash
+  of under 128 short entries as a compact listpack). A day's hashes expire `REINDEX_AFTER_DAYS` and the
+  payment TTL after the day ends: no payment they name outlives them. A payment that expired first is
+  skipped on read. The previous release's `cvco:ref:<value>` sets are read until they expire.
 
-Entry fields (short: the history is paid per notification): `k` kind (`n` notification, `x` expiry), `at`
-received at (ISO 8601 UTC), `src`, `st`, `uuid`, `tid` (trans_id), `rid` request id, `did` what the worker
-did, `ev`/`eid` the event published (type, event_id) and `sid` its stream id, added by the script.
+Entry fields (short: the history is paid per notification): `k` kind (`x` expiry; none: notification),
+`at` received at (microseconds since 1970, UTC), `src`, `st`, `uuid`, `tid` (trans_id), `rid` request id,
+`did` what the worker did, `ev` the phase of the event published, `o` its outcome (paid, CVCO and
+refunded amounts, then flags: its deterministic event_id follows from them) and `sid` its stream id,
+added by the script. `read_entry` gives an entry in full.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.job import QueuedNotification
+from schemas.notification import key_trans_id
 from workers.decide import Decision
+from workers.events import outcome_event_id
 from workers.payment import PaymentState
 
 HISTORY_CAP = 50
 """Entries kept per payment: a payment's life is a handful of notifications; a storm keeps its latest."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
 def notification_entry(queued: QueuedNotification) -> dict[str, Any]:
     """What the history keeps of a received notification, before the worker decided on it."""
     fields = queued.fields
     return {
-        "k": "n",
-        "at": queued.received_at.isoformat(),
+        "at": _micros(queued.received_at),
         "src": fields.get("vads_url_check_src"),
         "st": fields.get("vads_trans_status"),
         "uuid": (fields.get("vads_trans_uuid") or "").lower() or None,
@@ -51,21 +68,60 @@ def parked_entry(queued: QueuedNotification, error: BaseException) -> str:
 
 def expiry_entry(now: datetime) -> dict[str, Any]:
     """What the history keeps of a session expiry the workers detected themselves."""
-    return {"k": "x", "at": now.isoformat(), "src": "SESSION_TIMEOUT", "st": "EXPIRED"}
+    return {"k": "x", "at": _micros(now), "src": "SESSION_TIMEOUT", "st": "EXPIRED"}
 
 
-def entry_json(entry: dict[str, Any], decision: Decision) -> str:
-    """The entry with what the worker did; a JSON object the script may extend with `sid`."""
+def entry_json(entry: dict[str, Any], decision: Decision, key: str) -> str:
+    """The entry, on payment `key`, with what the worker did; a JSON object the script may extend with
+    `sid`. What `read_entry` can tell is left out: a published entry's `did`, a trans_id the key holds."""
     done = {**entry, "did": decision.result}
-    if decision.event is not None:
-        done["ev"] = decision.event.type
-        done["eid"] = decision.event.event_id
+    if done.get("tid") == key_trans_id(key):
+        del done["tid"]
+    event = decision.event
+    if event is not None:
+        del done["did"]
+        done["ev"] = event.type.removeprefix("payment.")
+        done["o"] = [event.paid_amount, event.cvco_amount, event.refunded_amount, *event.flags]
     return json.dumps(done, separators=(",", ":"), ensure_ascii=False)
 
 
+def read_entry(key: str, line: str) -> dict[str, Any]:
+    """A stored entry of payment `key` in full: `k`, `at` in ISO 8601, `ev` the event type and `eid` its
+    event_id (recomputed from the outcome kept); an entry of the previous release's reads the same."""
+    entry: dict[str, Any] = json.loads(line)
+    entry.setdefault("k", "n")
+    if entry["k"] == "n":
+        entry.setdefault("tid", key_trans_id(key))
+    if "ev" in entry:
+        entry.setdefault("did", "published")
+    if isinstance(entry.get("at"), int):
+        entry["at"] = (_EPOCH + timedelta(microseconds=entry["at"])).isoformat()
+    if "o" in entry:
+        phase = entry["ev"]
+        paid, cvco, refunded, *flags = entry.pop("o")
+        entry["ev"] = f"payment.{phase}"
+        entry["eid"] = outcome_event_id(key, phase, paid, cvco, refunded, flags)
+    return entry
+
+
+INDEX_BUCKETS = 8192
+"""Hashes per index day: under 128 entries each at 200,000 payments a day (about 3 values a payment)."""
+REINDEX_AFTER_DAYS = 7
+"""A payment written this long after its index day is indexed again, so its day's hashes need only live
+this much longer than the payment TTL."""
+
+
+def index_bucket(value: str) -> str:
+    """Which of a day's index hashes holds `value`: four hex digits."""
+    digest = hashlib.sha1(value.encode(), usedforsecurity=False).digest()
+    return f"{int.from_bytes(digest[:2]) % INDEX_BUCKETS:04x}"
+
+
 def refs_of(state: PaymentState, entry: dict[str, Any]) -> str:
-    """The index values naming this payment, one a line: order id, trans_ids, every trans_uuid."""
+    """The index values naming this payment, one a line, each after its bucket and a space: order id,
+    trans_ids, every trans_uuid."""
     values = {state.order_id, state.trans_id.lower(), entry.get("uuid"), (entry.get("tid") or "").lower()}
     for tx in (*state.legs.values(), *state.refunds.values()):
         values.add(tx.trans_uuid)
-    return "\n".join(sorted(value for value in values if value and "\n" not in value))
+    named = sorted(value for value in values if value and "\n" not in value)
+    return "\n".join(f"{index_bucket(value)} {value}" for value in named)

@@ -8,7 +8,6 @@ needed: the indexes hold payment keys of every shop and mode.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +15,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.keys import DAILY_PREFIX, REF_PREFIX
+from core.keys import DAILY_PREFIX, REF_PREFIX, REFS_PREFIX
+from workers.apply import PAYMENT_TTL_S
+from workers.history import REINDEX_AFTER_DAYS, index_bucket, read_entry
+from workers.payment import PAID_PHASES
 from workers.record import decode_state, read_record
 
 _NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
@@ -52,12 +54,12 @@ def _stream_time(stream_id: str) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def _split(raw: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _split(key: str, raw: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The history's entries as notifications (what the worker did with each) and events published."""
     notifications: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for line in raw:
-        entry = json.loads(line)
+        entry = read_entry(key, line)
         if entry.get("k") == "n":
             notifications.append(
                 {
@@ -81,14 +83,55 @@ def _split(raw: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return notifications, events
 
 
-async def candidate_keys(redis: Redis, ref: str) -> list[str]:
-    """Payment keys `ref` may name: itself, and the members of its index (as given and lower-cased)."""
-    refs = list(dict.fromkeys((ref, ref.lower())))
+_PROBED = 4
+"""Fields read at once per index hash: a value naming more payments on one day is read on."""
+
+
+async def indexed_keys(redis: Redis, value: str, now: float | None = None) -> set[str]:
+    """The payment keys the index names for `value` exactly, over every index day still kept."""
+    today = int((time.time() if now is None else now) // 86400)
+    days = PAYMENT_TTL_S // 86400 + REINDEX_AFTER_DAYS + 1
+    buckets = [f"{REFS_PREFIX}{day}:{index_bucket(value)}" for day in range(today - days, today + 1)]
     keys: set[str] = set()
+    first = 0
+    while buckets:
+        fields = [value if n == 0 else f"{value}\n{n}" for n in range(first, first + _PROBED)]
+        async with redis.pipeline(transaction=False) as pipe:
+            if first == 0:
+                pipe.smembers(REF_PREFIX + value)  # the previous release's index
+            for bucket in buckets:
+                pipe.hmget(bucket, fields)
+            replies = await pipe.execute()
+        if first == 0:
+            keys.update(_text(member) for member in replies.pop(0))
+        keys.update(_text(named) for found in replies for named in found if named is not None)
+        buckets = [bucket for bucket, found in zip(buckets, replies, strict=True) if found[-1] is not None]
+        first += _PROBED
+    return keys
+
+
+async def candidate_keys(redis: Redis, ref: str) -> list[str]:
+    """Payment keys `ref` may name: itself, and what its index names (as given and lower-cased)."""
+    refs = list(dict.fromkeys((ref, ref.lower())))
+    keys: set[str] = set(refs)
     for value in refs:
-        keys.update(_text(member) for member in await redis.smembers(REF_PREFIX + value))  # type: ignore[misc]  # redis-py types it Awaitable | set
-    keys.update(refs)
+        keys.update(await indexed_keys(redis, value))
     return sorted(keys)
+
+
+async def paid_payment_of(redis: Redis, shop_id: str, mode: str, order_id: str) -> str | None:
+    """The key of the order's payment that was paid (a refund of the order joins it), None if none is.
+
+    Of several, one still paid before one refunded already, then the latest payment key."""
+    paid: list[tuple[bool, str]] = []
+    for key in await indexed_keys(redis, order_id):
+        if not key.startswith(f"{shop_id}:{mode}:"):
+            continue
+        record = await read_record(redis, key)
+        state = decode_state(key, record.state) if record is not None else None
+        if state is not None and state.order_id == order_id and state.paid_amount > 0:
+            paid.append((state.phase in PAID_PHASES, key))
+    return max(paid)[1] if paid else None
 
 
 async def load_record(redis: Redis, key: str) -> PaymentRecord | None:
@@ -97,7 +140,7 @@ async def load_record(redis: Redis, key: str) -> PaymentRecord | None:
     if record is None:
         return None
     state = decode_state(key, record.state)
-    notifications, events = _split(record.entries)
+    notifications, events = _split(key, record.entries)
     return PaymentRecord(key, state.model_dump(mode="json"), notifications, events, record.dropped)
 
 

@@ -34,10 +34,11 @@ from schemas.job import PROCESS_NOTIFICATION, QueuedNotification
 from schemas.notification import Notification, parse_notification, payment_key, platform_reserved
 from schemas.session import PendingPayment, session_deadline
 from schemas.settings import Settings
-from workers.apply import StateWriter, VersionConflict, apply_decision, refund_target_key
+from workers.apply import StateWriter, VersionConflict, apply_decision
 from workers.context import WorkerContext
 from workers.decide import Decision, Result, decide, decide_expiry
 from workers.history import expiry_entry, notification_entry
+from workers.lookup import paid_payment_of
 from workers.payment import PaymentState
 
 log = structlog.get_logger("cvco.worker")
@@ -92,7 +93,7 @@ async def _apply_until_settled(
     order = received.timestamp()
     for _ in range(MAX_ATTEMPTS):
         decision = decide_on(state)
-        if decision.state is None and (state is None or entry["k"] != "n"):
+        if decision.state is None and (state is None or "k" in entry):  # "k": an expiry
             return decision  # a payment never seen, or an expiry that is no news: nothing to write
         try:
             await apply_decision(writer, version, decision, order, entry, key)
@@ -130,10 +131,10 @@ async def _payment_of(redis: Redis, note: Notification) -> str | None:
     reserved = platform_reserved(note.trans_id)
     if not reserved and await redis.exists(PAYMENT_PREFIX + own):
         return own
-    target = await redis.get(refund_target_key(note.site_id, note.ctx_mode, note.order_id))
+    target = await paid_payment_of(redis, note.site_id, note.ctx_mode, note.order_id)
     if target is None:
         return None if reserved else own
-    return target.decode() if isinstance(target, bytes) else str(target)
+    return target
 
 
 async def handle_notification(

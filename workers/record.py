@@ -2,10 +2,11 @@
 
 `cvco:payment:<payment key>` (string), lines separated by `\\n`:
 
-    <version>\\n<history entries dropped>\\n<state>\\n<entry>\\n<entry>\\n...
+    <version>\\n<history entries dropped>\\n<index day>\\n<state>\\n<entry>\\n<entry>\\n...
 
 - version: the write count the workers compare-and-set on (`workers.apply`);
 - the count of the oldest history entries dropped to keep `HISTORY_CAP`;
+- the day of the lookup index hashes naming the payment (`workers.history`; empty: none yet);
 - the state: `PaymentState` JSON without what the key already says (`key`, `shop_id`, `mode`) and without
   fields at their default (`encode_state`; `decode_state` puts them back);
 - the history (`workers.history`): one compact JSON entry a line, oldest first, each ending in `\\n`.
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX
+from schemas.notification import key_trans_id
 from workers.payment import STATE_VERSION, PaymentState
 
 _IMPLIED = frozenset({"key", "shop_id", "mode"})
@@ -55,10 +57,11 @@ local function load(key)
   local a = string.find(raw, '\\n', 1, true)
   local b = string.find(raw, '\\n', a + 1, true)
   local c = string.find(raw, '\\n', b + 1, true)
-  local h = string.sub(raw, c + 1)
+  local d = string.find(raw, '\\n', c + 1, true)
+  local h = string.sub(raw, d + 1)
   local _, n = string.gsub(h, '\\n', '')
   return {v = string.sub(raw, 1, a - 1), hd = tonumber(string.sub(raw, a + 1, b - 1)),
-    s = string.sub(raw, b + 1, c - 1), h = h, n = n}
+    day = tonumber(string.sub(raw, b + 1, c - 1)), s = string.sub(raw, c + 1, d - 1), h = h, n = n}
 end
 
 local function remember(rec, entry, cap)
@@ -72,7 +75,7 @@ local function remember(rec, entry, cap)
 end
 
 local function save(key, rec, ttl)
-  local raw = rec.v .. '\\n' .. rec.hd .. '\\n' .. rec.s .. '\\n' .. rec.h
+  local raw = rec.v .. '\\n' .. rec.hd .. '\\n' .. (rec.day or '') .. '\\n' .. rec.s .. '\\n' .. rec.h
   if ttl then
     redis.call('SET', key, raw, 'EX', ttl)
   else
@@ -84,26 +87,101 @@ local function save(key, rec, ttl)
 end
 """
 )
-"""Lua: `load(key)` the record (nil when there is none) as a table `v`, `hd`, `s`, `h` (the entries, each
-ending in a newline) and `n` (their count); `remember(rec, entry, cap)` appends an entry, dropping the
+"""Lua: `load(key)` the record (nil when there is none) as a table `v`, `hd`, `day` (nil: none), `s`, `h`
+(the entries, each ending in a newline) and `n` (their count); `remember(rec, entry, cap)` appends an entry, dropping the
 oldest beyond `cap`; `save(key, rec, ttl)` writes it back, with a new TTL or (`ttl` false) the one it had."""
 
 
+_STATE_NAMES = {
+    "version": "v",
+    "trans_id": "t",
+    "order_id": "o",
+    "amount": "a",
+    "currency": "c",
+    "cascade": "k",
+    "legs": "L",
+    "refunds": "R",
+    "session_expired": "x",
+    "phase": "ph",
+    "paid_amount": "pa",
+    "cvco_amount": "ca",
+    "refunded_amount": "ra",
+    "flags": "f",
+    "customer": "cu",
+    "shipping": "sh",
+    "products": "pr",
+    "ext_info": "ei",
+}
+_TRANSACTION_NAMES = {
+    "trans_uuid": "u",
+    "trans_id": "t",
+    "sequence_number": "n",
+    "card_brand": "b",
+    "amount": "a",
+    "original_amount": "oa",
+    "status": "s",
+    "auth_result": "r",
+    "operation_type": "op",
+    "presentation_date": "p",
+}
+"""Stored names, fixed for good: a field added later is stored under a name not taken here."""
+_OPERATION = {"legs": "DEBIT", "refunds": "CREDIT"}
+_EUR = 978
+
+
+def _renamed(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {names.get(name, name): value for name, value in data.items()}
+
+
 def encode_state(state: PaymentState) -> str:
-    """The state as the record stores it: one JSON line, without what the key says or defaults hold."""
+    """The state as the record stores it: one JSON line of short names, without what the key says,
+    defaults (EUR, not a cascade), or what a transaction repeats of its slot, its payment's trans_id and
+    its kind."""
     data: dict[str, Any] = state.model_dump(mode="json", exclude=set(_IMPLIED), exclude_defaults=True)
     data = {"version": state.version, **data}  # kept explicit: a newer release's default may differ
-    return orjson.dumps(data).decode()
+    for name, implied in (("cascade", False), ("currency", _EUR), ("trans_id", key_trans_id(state.key))):
+        if data[name] == implied:
+            del data[name]
+    for kind, operation in _OPERATION.items():
+        if kind not in data:
+            continue
+        for slot, tx in data[kind].items():
+            tx.setdefault("trans_id", None)  # absent means the payment's, not none
+            for name, implied in (
+                ("trans_uuid", slot),
+                ("trans_id", state.trans_id),
+                ("operation_type", operation),
+            ):
+                if tx[name] == implied:
+                    del tx[name]
+        data[kind] = {slot: _renamed(tx, _TRANSACTION_NAMES) for slot, tx in data[kind].items()}
+    return orjson.dumps(_renamed(data, _STATE_NAMES)).decode()
+
+
+_STATE_FIELDS = {short: name for name, short in _STATE_NAMES.items()}
+_TRANSACTION_FIELDS = {short: name for name, short in _TRANSACTION_NAMES.items()}
 
 
 def decode_state(key: str, raw: str | bytes) -> PaymentState:
     """The state of payment `key` from its stored JSON (this layout's, or a full state of the previous one)."""
-    data = orjson.loads(raw)
+    data = _renamed(orjson.loads(raw), _STATE_FIELDS)
     shop_id, mode, _ = key.split(":", 2)
     data.setdefault("key", key)
     data.setdefault("shop_id", shop_id)
     data.setdefault("mode", mode)
     data.setdefault("version", STATE_VERSION)
+    data.setdefault("cascade", False)
+    data.setdefault("currency", _EUR)
+    data.setdefault("trans_id", key_trans_id(key))
+    for kind, operation in _OPERATION.items():
+        transactions = {}
+        for slot, stored in data.get(kind, {}).items():
+            tx = _renamed(stored, _TRANSACTION_FIELDS)
+            tx.setdefault("trans_uuid", slot)
+            tx.setdefault("trans_id", data.get("trans_id"))
+            tx.setdefault("operation_type", operation)
+            transactions[slot] = tx
+        data[kind] = transactions
     return PaymentState.model_validate(data)
 
 
@@ -113,8 +191,14 @@ class StoredRecord:
 
     version: str
     dropped: int
+    index_day: str
     state: str
     entries: list[str]
+
+    def encoded(self) -> str:
+        """The record as stored (the scripts write it; tests and tools may too)."""
+        entries = "".join(f"{entry}\n" for entry in self.entries)
+        return f"{self.version}\n{self.dropped}\n{self.index_day}\n{self.state}\n{entries}"
 
 
 def _text(value: bytes | str) -> str:
@@ -122,8 +206,8 @@ def _text(value: bytes | str) -> str:
 
 
 def parse_record(raw: bytes | str) -> StoredRecord:
-    version, dropped, state, history = _text(raw).split("\n", 3)
-    return StoredRecord(version, int(dropped), state, history.split("\n")[:-1])
+    version, dropped, day, state, history = _text(raw).split("\n", 4)
+    return StoredRecord(version, int(dropped), day, state, history.split("\n")[:-1])
 
 
 async def read_record(redis: Redis, key: str) -> StoredRecord | None:
@@ -144,4 +228,5 @@ async def _read_legacy(redis: Redis, key: str) -> StoredRecord | None:
         (version, state, dropped), history = await pipe.execute()
     if state is None:
         return None
-    return StoredRecord(_text(version or b"0"), int(dropped or 0), _text(state), [_text(e) for e in history])
+    entries = [_text(entry) for entry in history]
+    return StoredRecord(_text(version or b"0"), int(dropped or 0), "", _text(state), entries)

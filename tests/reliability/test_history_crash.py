@@ -20,7 +20,8 @@ from tests.reliability.conftest import scale
 from tests.reliability.notifications import accepted_payment
 from tests.reliability.processes import Cluster, shop_config, wait_until
 from tests.reliability.test_payment_outcomes import post
-from workers.record import StoredRecord, parse_record
+from workers.history import read_entry
+from workers.record import StoredRecord, decode_state, parse_record
 
 PAYMENTS = scale(ci=400, full=2000)
 KILLS = 2
@@ -84,9 +85,9 @@ def test_history_holds_exactly_the_applied_notifications_after_kill_9(cluster: C
         reruns = 0
         for key, deliveries in sent.items():
             record = _record(redis, key)
-            history = [json.loads(entry) for entry in record.entries]
+            history = [read_entry(key, entry) for entry in record.entries]
             assert record.version == "1", key
-            state = json.loads(record.state)
+            state = decode_state(key, record.state)
             (published,) = [entry for entry in history if entry["did"] == "published"]
             stream_id, event = events[published["uuid"]]
             assert (published["eid"], published["sid"], published["ev"]) == (
@@ -94,7 +95,7 @@ def test_history_holds_exactly_the_applied_notifications_after_kill_9(cluster: C
                 stream_id,
                 event["type"],
             )
-            assert event["type"] == f"payment.{state['phase']}"
+            assert event["type"] == f"payment.{state.phase}"
             seen = Counter(entry["src"] for entry in history)
             assert set(seen) == set(deliveries) and all(seen[src] >= n for src, n in deliveries.items()), key
             assert all(entry["did"] == "duplicate" for entry in history if entry is not published)

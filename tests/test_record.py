@@ -1,0 +1,127 @@
+"""The stored payment record: the state's compact form, the previous layout still read, the index days."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX, REFS_PREFIX
+from schemas.settings import Settings, ShopConfig
+from tests.notifications import UUID_PAY, UUID_REFUND, notification, queued
+from workers.apply import load_payment
+from workers.history import REINDEX_AFTER_DAYS, index_bucket
+from workers.lookup import find_payments
+from workers.payment import PaymentState, Transaction
+from workers.payment_updates import handle_notification
+from workers.record import decode_state, encode_state, read_record
+
+KEY = "12345678:TEST:20240501:ab12cd"
+
+transactions = st.builds(
+    Transaction,
+    trans_uuid=st.one_of(st.none(), st.sampled_from(["a", "b"])),
+    trans_id=st.one_of(st.none(), st.sampled_from(["ab12cd", "Ab12Cd", "900001"])),
+    sequence_number=st.integers(0, 2),
+    card_brand=st.one_of(st.none(), st.just("CVCO")),
+    amount=st.integers(0, 9000),
+    original_amount=st.one_of(st.none(), st.integers(0, 9000)),
+    status=st.sampled_from(["AUTHORISED", "CAPTURED"]),
+    auth_result=st.one_of(st.none(), st.just("00")),
+    operation_type=st.sampled_from(["DEBIT", "CREDIT"]),
+    presentation_date=st.one_of(st.none(), st.just("2024-05-01T12:00:00Z")),
+)
+slots = st.sampled_from(["a", "b", "ab12cd#1"])
+
+
+@given(
+    st.builds(
+        PaymentState,
+        key=st.just(KEY),
+        shop_id=st.just("12345678"),
+        mode=st.just("TEST"),
+        trans_id=st.sampled_from(["ab12cd", "Ab12Cd"]),
+        order_id=st.one_of(st.none(), st.just("order-42")),
+        amount=st.one_of(st.none(), st.integers(0, 9000)),
+        currency=st.one_of(st.none(), st.sampled_from([978, 840])),
+        cascade=st.booleans(),
+        legs=st.dictionaries(slots, transactions, max_size=3),
+        refunds=st.dictionaries(slots, transactions, max_size=2),
+        session_expired=st.booleans(),
+        flags=st.lists(st.just("partial_refund"), max_size=1),
+        customer=st.dictionaries(st.just("email"), st.just("a@example.fr")),
+    )
+)
+def test_the_stored_form_of_a_state_reads_back_as_the_same_state(state: PaymentState) -> None:
+    """Whatever the compact form leaves out (what the key says, defaults, repeats) comes back on read."""
+    assert decode_state(KEY, encode_state(state)) == state
+
+
+def test_fields_of_a_newer_release_survive_the_stored_form() -> None:
+    newer = PaymentState.model_validate(
+        {**decode_state(KEY, '{"v":3,"o":null,"a":null}').model_dump(), "capture_dates": {"a": "2024-05-03"}}
+    )
+    assert decode_state(KEY, encode_state(newer)).model_extra == {"capture_dates": {"a": "2024-05-03"}}
+
+
+async def test_a_payment_of_the_previous_layout_is_read_and_rewritten_by_its_next_write(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """A hash and a history list (the previous release's): read as they are, then one string."""
+    first = await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
+    state = await load_payment(redis, first.payment_key)
+    assert state is not None
+    old_entry = {
+        "k": "n",
+        "at": "2024-05-01T12:01:00+00:00",
+        "src": "PAY",
+        "st": "AUTHORISED",
+        "did": "published",
+    }
+    old_entry |= {"uuid": UUID_PAY, "tid": "Ab12Cd", "rid": "r1", "ev": "payment.accepted", "eid": "e" * 64}
+    await redis.delete(PAYMENT_PREFIX + KEY)
+    await redis.hset(PAYMENT_PREFIX + KEY, mapping={"v": "1", "s": state.model_dump_json(), "hd": "2"})  # type: ignore[misc]  # redis-py types it Awaitable | int
+    await redis.rpush(HISTORY_PREFIX + KEY, json.dumps(old_entry))  # type: ignore[misc]  # as above
+    await redis.expire(PAYMENT_PREFIX + KEY, 3600)
+
+    assert await load_payment(redis, KEY) == state
+    (record,) = await find_payments(redis, KEY)
+    assert record.dropped == 2 and [e["event_id"] for e in record.events] == ["e" * 64]
+
+    captured = await handle_notification(
+        redis, settings, queued(notification("CAPTURED", source="BATCH"), shop)
+    )
+    assert captured.event_type == "payment.captured"
+    assert await redis.type(PAYMENT_PREFIX + KEY) == b"string"
+    assert not await redis.exists(HISTORY_PREFIX + KEY)
+    assert await redis.ttl(PAYMENT_PREFIX + KEY) > 0
+    (record,) = await find_payments(redis, "order-42")
+    assert [e["type"] for e in record.events] == ["payment.accepted", "payment.captured"]
+    assert [n["request_id"] for n in record.notifications] == ["r1", "test"]
+
+
+async def test_a_payment_written_long_after_its_index_day_is_indexed_again(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """Within `REINDEX_AFTER_DAYS` a write keeps the index day; later it moves to the day of the write."""
+    today = int(time.time() // 86400)
+    bucket = index_bucket("order-42")
+    await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
+    assert await redis.hget(f"{REFS_PREFIX}{today}:{bucket}", "order-42") == KEY.encode()  # type: ignore[misc]  # redis-py types it Awaitable | value
+    refund = notification("CAPTURED", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO")
+    later = ((REINDEX_AFTER_DAYS, notification("CAPTURED", source="BATCH")), (REINDEX_AFTER_DAYS + 1, refund))
+    for age, fields in later:
+        record = await read_record(redis, KEY)
+        assert record is not None
+        await redis.flushdb()
+        await redis.set(PAYMENT_PREFIX + KEY, replace(record, index_day=str(today - age)).encoded(), ex=3600)
+        assert (await handle_notification(redis, settings, queued(fields, shop))).published
+        indexed = today - age if age <= REINDEX_AFTER_DAYS else today
+        days = {key.split(b":")[2] for key in await redis.keys(f"{REFS_PREFIX}*")}
+        assert days == {str(indexed).encode()}
+        assert await redis.hget(f"{REFS_PREFIX}{indexed}:{bucket}", "order-42") == KEY.encode()  # type: ignore[misc]  # as above
+        assert [r.payment_key for r in await find_payments(redis, "order-42")] == [KEY]
