@@ -127,10 +127,10 @@ def is_behind(old: Transaction | None, new: Transaction) -> bool:
 
 
 class PaymentState(BaseModel):
-    """Everything cvco-ipn knows of one payment, stored as JSON under `cvco:payment:<payment key>`.
+    """Everything cvco-ipn knows of one payment, stored in its record `cvco:payment:<payment key>`.
 
-    `legs` and `refunds` are the facts; `phase`, the amounts and `flags` are `derive`d from them and
-    stored so that readers (alerts, operators) need not derive them again.
+    `legs` and `refunds` are the facts; `phase`, the amounts and `flags` are `derive`d from them (again
+    when read back: `workers.record` stores the facts).
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")

@@ -7,8 +7,8 @@
 - version: the write count the workers compare-and-set on (`workers.apply`);
 - the count of the oldest history entries dropped to keep `HISTORY_CAP`;
 - the day of the lookup index hashes naming the payment (`workers.history`; empty: none yet);
-- the state: `PaymentState` JSON without what the key already says (`key`, `shop_id`, `mode`) and without
-  fields at their default (`encode_state`; `decode_state` puts them back);
+- the state: its facts as compact JSON (`encode_state`), without what the key already says or what
+  follows from the rest; `decode_state` puts it back and derives the outcome again;
 - the history (`workers.history`): one compact JSON entry a line, oldest first, each ending in `\\n`.
 
 One key instead of a hash and a list saves the second key's overhead per payment; the history cannot
@@ -30,10 +30,12 @@ from redis.exceptions import ResponseError
 
 from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX
 from schemas.notification import key_trans_id
-from workers.payment import STATE_VERSION, PaymentState
+from workers.payment import STATE_VERSION, PaymentState, derive
 
 _IMPLIED = frozenset({"key", "shop_id", "mode"})
 """State fields the payment key holds already (`shop:mode:day:trans_id`)."""
+_DERIVED = frozenset({"phase", "paid_amount", "cvco_amount", "refunded_amount", "flags"})
+"""The outcome, which `derive` computes again from the transactions on read."""
 
 RECORD_LUA = (
     """
@@ -134,10 +136,12 @@ def _renamed(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
 
 
 def encode_state(state: PaymentState) -> str:
-    """The state as the record stores it: one JSON line of short names, without what the key says,
-    defaults (EUR, not a cascade), or what a transaction repeats of its slot, its payment's trans_id and
-    its kind."""
-    data: dict[str, Any] = state.model_dump(mode="json", exclude=set(_IMPLIED), exclude_defaults=True)
+    """The state as the record stores it: one JSON line of short names, without what the key says, the
+    derived outcome, defaults (EUR, not a cascade), or what a transaction repeats of its slot, its
+    payment's trans_id and its kind."""
+    data: dict[str, Any] = state.model_dump(
+        mode="json", exclude=set(_IMPLIED | _DERIVED), exclude_defaults=True
+    )
     data = {"version": state.version, **data}  # kept explicit: a newer release's default may differ
     for name, implied in (("cascade", False), ("currency", _EUR), ("trans_id", key_trans_id(state.key))):
         if data[name] == implied:
@@ -182,7 +186,9 @@ def decode_state(key: str, raw: str | bytes) -> PaymentState:
             tx.setdefault("operation_type", operation)
             transactions[slot] = tx
         data[kind] = transactions
-    return PaymentState.model_validate(data)
+    state = PaymentState.model_validate(data)
+    # a full state of the previous layout keeps the outcome it announced
+    return state if _DERIVED & data.keys() else derive(state)
 
 
 @dataclass(frozen=True)
