@@ -127,3 +127,18 @@ async def test_a_payment_written_long_after_its_index_day_is_indexed_again(
         assert days == {str(indexed).encode()}
         assert await redis.hget(f"{REFS_PREFIX}{indexed}:{bucket}", "order-42") == KEY.encode()  # type: ignore[misc]  # as above
         assert [r.payment_key for r in await find_payments(redis, "order-42")] == [KEY]
+
+
+async def test_the_history_names_each_notification_s_transaction_by_its_place_in_the_state(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """A trans_uuid the state knows is kept as the transaction's place, and reads back as the trans_uuid."""
+    refund = notification("CAPTURED", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO")
+    unknown = notification("AUTHORISED", uuid="d" * 32, source="RETRY")  # stale copy of another attempt
+    for fields in (notification("AUTHORISED"), refund, notification("AUTHORISED", source="RETRY"), unknown):
+        await handle_notification(redis, settings, queued(fields, shop))
+    record = await read_record(redis, KEY)
+    assert record is not None and UUID_PAY not in "".join(record.entries)
+    (found,) = await find_payments(redis, KEY)
+    uuids = [n["trans_uuid"] for n in found.notifications]
+    assert uuids == [UUID_PAY, UUID_REFUND, UUID_PAY, "d" * 32]

@@ -207,19 +207,21 @@ async def apply_decision(
     received: float = 0.0,
     entry: dict[str, Any] | None = None,
     key: str = "",
+    current: PaymentState | None = None,
 ) -> str | None:
     """Write the decision's state, XADD its event and append `entry` to the history, iff the payment is
     still at `version`.
 
-    A decision without a new state (duplicate, stale) writes only `entry` on payment `key`, at the same
-    version check, so the history says "duplicate" only of the state that made it one. Returns the
+    A decision without a new state (duplicate, stale) writes only `entry` on payment `key` (whose state
+    the decision was made on is `current`), at the same version check, so the history says "duplicate" only of the state that made it one. Returns the
     stream entry id (None when the decision has no event); raises `VersionConflict` with the current version and state, so the
     caller decides again without another read. The write goes with those of the other jobs applying
     through the same `writer` in the same event-loop turn, in one EVAL.
     """
     state = decision.state
     written = decision.state.key if decision.state is not None else key
-    history = entry_json(entry, decision, written) if entry is not None else ""
+    known = decision.state or current
+    history = entry_json(entry, decision, written, known) if entry is not None else ""
     if state is None:
         if entry is None or not key:
             raise ValueError("a decision without a new state or a history entry has nothing to write")

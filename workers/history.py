@@ -17,7 +17,8 @@ Redis layout (written only by that script, in the same step as the state, so the
   skipped on read. The previous release's `cvco:ref:<value>` sets are read until they expire.
 
 Entry fields (short: the history is paid per notification): `k` kind (`x` expiry; none: notification),
-`at` received at (microseconds since 1970, UTC), `src`, `st`, `uuid`, `tid` (trans_id), `rid` request id,
+`at` received at (microseconds since 1970, UTC), `src`, `st`, `uuid` or `u` (the place of the state's
+transaction of that trans_uuid), `tid` (trans_id), `rid` request id,
 `did` what the worker did, `ev` the phase of the event published, `o` its outcome (paid, CVCO and
 refunded amounts, then flags: its deterministic event_id follows from them) and `sid` its stream id,
 added by the script. `read_entry` gives an entry in full.
@@ -71,12 +72,17 @@ def expiry_entry(now: datetime) -> dict[str, Any]:
     return {"k": "x", "at": _micros(now), "src": "SESSION_TIMEOUT", "st": "EXPIRED"}
 
 
-def entry_json(entry: dict[str, Any], decision: Decision, key: str) -> str:
-    """The entry, on payment `key`, with what the worker did; a JSON object the script may extend with
-    `sid`. What `read_entry` can tell is left out: a published entry's `did`, a trans_id the key holds."""
+def entry_json(entry: dict[str, Any], decision: Decision, key: str, state: PaymentState | None) -> str:
+    """The entry, on payment `key` at `state`, with what the worker did; a JSON object the script may
+    extend with `sid`. What `read_entry` can tell is left out: a published entry's `did`, a trans_id the
+    key holds, a trans_uuid of one of the state's transactions (`u`: `L` or `R` and its place)."""
     done = {**entry, "did": decision.result}
     if done.get("tid") == key_trans_id(key):
         del done["tid"]
+    place = _place(state, done.get("uuid")) if state is not None else None
+    if place is not None:
+        del done["uuid"]
+        done["u"] = place
     event = decision.event
     if event is not None:
         del done["did"]
@@ -85,22 +91,38 @@ def entry_json(entry: dict[str, Any], decision: Decision, key: str) -> str:
     return json.dumps(done, separators=(",", ":"), ensure_ascii=False)
 
 
-def read_entry(key: str, line: str) -> dict[str, Any]:
-    """A stored entry of payment `key` in full: `k`, `at` in ISO 8601, `ev` the event type and `eid` its
-    event_id (recomputed from the outcome kept); an entry of the previous release's reads the same."""
+def _places(state: PaymentState) -> dict[str, str]:
+    """Each transaction's place: legs and refunds keep their order, a new one joins at the end."""
+    return {
+        f"{mark}{place}": tx.trans_uuid
+        for mark, transactions in (("L", state.legs), ("R", state.refunds))
+        for place, tx in enumerate(transactions.values())
+        if tx.trans_uuid
+    }
+
+
+def _place(state: PaymentState, uuid: str | None) -> str | None:
+    return next((place for place, known in _places(state).items() if known == uuid), None) if uuid else None
+
+
+def read_entry(state: PaymentState, line: str) -> dict[str, Any]:
+    """A stored entry of the payment at `state` in full: `k`, `at` in ISO 8601, `uuid`, `tid`, `did`, `ev`
+    the event type and `eid` its event_id (recomputed from the outcome kept); an entry of the previous
+    release's reads the same."""
     entry: dict[str, Any] = json.loads(line)
     entry.setdefault("k", "n")
     if entry["k"] == "n":
-        entry.setdefault("tid", key_trans_id(key))
-    if "ev" in entry:
-        entry.setdefault("did", "published")
+        entry.setdefault("tid", key_trans_id(state.key))
+    if "u" in entry:
+        entry["uuid"] = _places(state).get(entry.pop("u"))
     if isinstance(entry.get("at"), int):
         entry["at"] = (_EPOCH + timedelta(microseconds=entry["at"])).isoformat()
     if "o" in entry:
         phase = entry["ev"]
         paid, cvco, refunded, *flags = entry.pop("o")
         entry["ev"] = f"payment.{phase}"
-        entry["eid"] = outcome_event_id(key, phase, paid, cvco, refunded, flags)
+        entry["eid"] = outcome_event_id(state.key, phase, paid, cvco, refunded, flags)
+    entry.setdefault("did", "published" if "ev" in entry else None)
     return entry
 
 

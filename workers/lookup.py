@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from core.keys import DAILY_PREFIX, REF_PREFIX, REFS_PREFIX
 from workers.apply import PAYMENT_TTL_S
 from workers.history import REINDEX_AFTER_DAYS, index_bucket, read_entry
-from workers.payment import PAID_PHASES
+from workers.payment import PAID_PHASES, PaymentState
 from workers.record import decode_state, read_record
 
 _NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
@@ -54,12 +54,12 @@ def _stream_time(stream_id: str) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def _split(key: str, raw: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _split(state: PaymentState, raw: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The history's entries as notifications (what the worker did with each) and events published."""
     notifications: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for line in raw:
-        entry = read_entry(key, line)
+        entry = read_entry(state, line)
         if entry.get("k") == "n":
             notifications.append(
                 {
@@ -140,7 +140,7 @@ async def load_record(redis: Redis, key: str) -> PaymentRecord | None:
     if record is None:
         return None
     state = decode_state(key, record.state)
-    notifications, events = _split(key, record.entries)
+    notifications, events = _split(state, record.entries)
     return PaymentRecord(key, state.model_dump(mode="json"), notifications, events, record.dropped)
 
 

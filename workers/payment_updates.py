@@ -96,7 +96,7 @@ async def _apply_until_settled(
         if decision.state is None and (state is None or "k" in entry):  # "k": an expiry
             return decision  # a payment never seen, or an expiry that is no news: nothing to write
         try:
-            await apply_decision(writer, version, decision, order, entry, key)
+            await apply_decision(writer, version, decision, order, entry, key, current=state)
             return decision
         except VersionConflict as conflict:
             state, version = conflict.state, conflict.version

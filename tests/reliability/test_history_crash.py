@@ -85,9 +85,9 @@ def test_history_holds_exactly_the_applied_notifications_after_kill_9(cluster: C
         reruns = 0
         for key, deliveries in sent.items():
             record = _record(redis, key)
-            history = [read_entry(key, entry) for entry in record.entries]
             assert record.version == "1", key
             state = decode_state(key, record.state)
+            history = [read_entry(state, entry) for entry in record.entries]
             (published,) = [entry for entry in history if entry["did"] == "published"]
             stream_id, event = events[published["uuid"]]
             assert (published["eid"], published["sid"], published["ev"]) == (
