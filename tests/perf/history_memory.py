@@ -18,7 +18,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.keys import PAYMENT_PREFIX, REF_PREFIX
+from core.keys import PAYMENT_PREFIX, REFS_PREFIX
 from schemas.settings import Settings
 from tests.conftest import SHOP_ID
 from tests.notifications import notification, queued
@@ -28,7 +28,7 @@ from tests.reliability.processes import Cluster
 from workers.payment_updates import handle_notification
 
 BATCH = 200
-KINDS = {PAYMENT_PREFIX: "record", REF_PREFIX: "indexes"}
+KINDS = {PAYMENT_PREFIX: "record", REFS_PREFIX: "indexes"}
 
 
 async def _load(redis: Redis, settings: Settings, payments: int) -> None:
