@@ -1,4 +1,4 @@
-"""The one atomic write of the worker: payment state + event (+ refund target), or nothing.
+"""The one atomic write of the worker: payment state + history + event (+ lookup index), or nothing.
 
 Redis layout (all under `cvco:`):
 
