@@ -98,16 +98,20 @@ for i = 3, #KEYS do
     + REFS_PREFIX
     + """' .. rec.day .. ':' .. string.sub(line, 1, 4)
         local value = string.sub(line, 6)
-        local field, n = value, 0
-        while true do
+        local first = redis.call('HGET', bucket, value)
+        if not first then
+          redis.call('HSET', bucket, value, payment)
+        elseif first ~= payment then
+          -- another payment of the same value: its own field, so a write never walks the others
+          local field = value .. '\\n' .. string.sub(redis.sha1hex(payment), 1, 8)
           local named = redis.call('HGET', bucket, field)
+          if named and named ~= payment then
+            field = value .. '\\n' .. payment
+            named = redis.call('HGET', bucket, field)
+          end
           if not named then
             redis.call('HSET', bucket, field, payment)
-            break
           end
-          if named == payment then break end
-          n = n + 1
-          field = value .. '\\n' .. n
         end
         redis.call('EXPIREAT', bucket, kept_until)
       end

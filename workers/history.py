@@ -8,7 +8,8 @@ Redis layout (written only by that script, in the same step as the state, so the
   exactly as long as the state, being in the same key.
 - `cvco:refs:<index day>:<bucket>` (hash): an order id, a `vads_trans_uuid` (of any transaction) or a
   `vads_trans_id` -> a payment key it names, whatever the shop or mode (the lookup needs no shop list);
-  the second payment a value names is under field `<value>\n1`, the third `<value>\n2`, and so on. The
+  another payment the value names is under field `<value>\n<8 hex digits of its key's sha1>` (or, if
+  taken, `<value>\n<its key>`), found by prefix. The
   index day (days since 1970-01-01, UTC) is the day the payment was first indexed, kept in its record; a
   payment written more than `REINDEX_AFTER_DAYS` after it is indexed again under the day of that write.
   The bucket, `index_bucket(value)`, spreads a day over `INDEX_BUCKETS` small hashes (Redis keeps a hash

@@ -83,8 +83,9 @@ def _split(state: PaymentState, raw: list[str]) -> tuple[list[dict[str, Any]], l
     return notifications, events
 
 
-_PROBED = 4
-"""Fields read at once per index hash: a value naming more payments on one day is read on."""
+def _glob(value: str) -> str:
+    """`value` as a Redis MATCH pattern matching itself only."""
+    return "".join(f"\\{char}" if char in "\\*?[]" else char for char in value)
 
 
 async def indexed_keys(redis: Redis, value: str, now: float | None = None) -> set[str]:
@@ -92,21 +93,22 @@ async def indexed_keys(redis: Redis, value: str, now: float | None = None) -> se
     today = int((time.time() if now is None else now) // 86400)
     days = PAYMENT_TTL_S // 86400 + REINDEX_AFTER_DAYS + 1
     buckets = [f"{REFS_PREFIX}{day}:{index_bucket(value)}" for day in range(today - days, today + 1)]
-    keys: set[str] = set()
-    first = 0
-    while buckets:
-        fields = [value if n == 0 else f"{value}\n{n}" for n in range(first, first + _PROBED)]
-        async with redis.pipeline(transaction=False) as pipe:
-            if first == 0:
-                pipe.smembers(REF_PREFIX + value)  # the previous release's index
-            for bucket in buckets:
-                pipe.hmget(bucket, fields)
-            replies = await pipe.execute()
-        if first == 0:
-            keys.update(_text(member) for member in replies.pop(0))
-        keys.update(_text(named) for found in replies for named in found if named is not None)
-        buckets = [bucket for bucket, found in zip(buckets, replies, strict=True) if found[-1] is not None]
-        first += _PROBED
+    pattern = _glob(value) + "*"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(REF_PREFIX + value)  # the previous release's index
+        for bucket in buckets:
+            pipe.hscan(bucket, 0, match=pattern, count=1000)
+        members, *scanned = await pipe.execute()
+    keys = {_text(member) for member in members}
+    for bucket, (cursor, found) in zip(buckets, scanned, strict=True):
+        fields = dict(found)
+        while cursor:  # a hash too big to be a listpack answers in several parts
+            cursor, more = await redis.hscan(bucket, cursor, match=pattern, count=1000)
+            fields.update(more)
+        for field, key in fields.items():
+            name = _text(field)
+            if name == value or name.startswith(f"{value}\n"):
+                keys.add(_text(key))
     return keys
 
 
