@@ -8,7 +8,8 @@ SESSION_RECORD_PREFIX = "cvco:session:"
 """+ payment key (string): the watched session's `PendingPayment` as JSON."""
 
 PAYMENT_PREFIX = "cvco:payment:"
-"""+ payment key (hash): the payment's state and version, written by the workers' compare-and-set."""
+"""+ payment key (string, `workers.record`): the payment's version, state and history, written by the
+workers' compare-and-set."""
 
 FORENSICS_STREAM = "cvco:forensics:signature"
 """Stream of signature mismatches (no body), written by the receiver, counted by the workers' checks."""
@@ -27,7 +28,8 @@ DISCARDED_INDEX = "cvco:discarded:index"
 """Sorted set of discarded jobs (id -> discard time)."""
 
 HISTORY_PREFIX = "cvco:history:"
-"""+ payment key (list): what happened to each notification of the payment, written with its state."""
+"""+ payment key (list): the previous release's history of a payment, moved into its record by its next
+write."""
 REF_PREFIX = "cvco:ref:"
 """+ order id, trans_id or trans_uuid (set): the payment keys it names; the previous release's index, read
 until it expires."""
