@@ -23,7 +23,8 @@ Printed per server and round: requests/s, p50/p99 latency, requests, non-2xx + s
 the queue, and the server's CPU time (user + system) per request; then the median ratio and p99, and the p99
 scaled to the machine the target was set on (where the baseline did 5,000 requests/s): in closed loop a
 CPU-bound server's latency is inversely proportional to the machine's speed, measured by the baseline's rate.
-Target: `cvco-ipn serve` at >= 2x the baseline's requests/s with p99 <= 5 ms at 32 connections.
+Floor: `cvco-ipn serve` at >= 2.5x the baseline's requests/s with a p99 <= 0.5x the baseline's, in the same run
+(the intake issue's first target was >= 2x at p99 <= 5 ms; the scaled p99 is printed for it).
 
 --replicated: every server runs against a private primary with one replica attached (two redis-server
 processes, nothing persisted, instead of --redis), and a third server is measured in the same rounds:
@@ -61,6 +62,9 @@ from tests.perf.wrk_load import LUA, TASKSET, WRK, cpu_seconds, percentile_ms, p
 SHOP_ID = "12345678"
 TEST_KEY = "1122334455667788"
 PRODUCTION_KEY = "8877665544332211"
+FLOOR_RATIO, FLOOR_P99_SHARE = 2.5, 0.5
+"""The floor the hardening, architecture and production-Redis issues set: throughput and p99 against the
+baseline's, in the same run."""
 REFERENCE_BASELINE_RPS = 5000
 """The naive baseline's requests/s on the machine where the intake issue set its p99 <= 5 ms target."""
 
@@ -341,11 +345,14 @@ def main() -> int:
             )
     ratio = statistics.median(ours.requests_per_s / baseline.requests_per_s for ours, baseline in rounds)
     p99_ms = statistics.median(ours.p99_ms for ours, _ in rounds)
+    baseline_p99_ms = statistics.median(baseline.p99_ms for _, baseline in rounds)
     errors = sum(ours.errors for ours, _ in rounds)
-    met = ratio >= 2 and p99_ms <= 5 and errors == 0
+    met = ratio >= FLOOR_RATIO and p99_ms <= FLOOR_P99_SHARE * baseline_p99_ms and errors == 0
     print(
-        f"median of {args.rounds} round(s): throughput ratio {ratio:.2f}x, p99 {p99_ms:.2f} ms, {errors} errors; "
-        f"target (>= 2x at p99 <= 5 ms, no errors): {'met' if met else 'NOT met'}"
+        f"median of {args.rounds} round(s): throughput ratio {ratio:.2f}x, p99 {p99_ms:.2f} ms "
+        f"({p99_ms / baseline_p99_ms:.2f}x the baseline's {baseline_p99_ms:.2f} ms), {errors} errors; "
+        f"floor (>= {FLOOR_RATIO:g}x, p99 <= {FLOOR_P99_SHARE:g}x the baseline's, no errors): "
+        f"{'met' if met else 'NOT met'}"
     )
     # closed loop, CPU-bound: latency scales with the machine's speed, which the baseline's rate measures
     scaled_ms = statistics.median(
