@@ -42,7 +42,8 @@ TRANSIENT_TTL_S = 3600
 """Keys living at most this long (arq results, locks) are gone within the hour: not part of what a
 payment costs once settled."""
 DAY_S = 86400
-_ID_PART = re.compile(r"^[0-9a-f]{16,}$|^\d+$|^ipn$|.*\d.*\d.*")
+_ID_PART = re.compile(r"^[0-9a-f]{16,}$|^\d+$|^ipn$|.*\d.*\d.*|^[A-Za-z0-9+/]{20,}={0,2}$")
+"""A key part that is an id: hex, a number, or anything with two digits or more, or base64 (a signature)."""
 
 
 @dataclass
