@@ -45,7 +45,7 @@ from schemas.settings import Settings
 from workers.decide import Decision
 from workers.history import HISTORY_CAP, REINDEX_AFTER_DAYS, entry_json, parked_entry, refs_of
 from workers.payment import PaymentState
-from workers.record import RECORD_LUA, decode_state, encode_state, read_record
+from workers.record import RECORD_LUA, decode_state, encode_state, read_record, text
 
 PAYMENT_TTL_S = 120 * 86400
 
@@ -186,10 +186,6 @@ class VersionConflict(Exception):
         self.state = state
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def load_versioned(redis: Redis, key: str) -> tuple[PaymentState | None, str]:
     """The payment's state and the version to compare against when writing (`"0"`: never written)."""
     record = await read_record(redis, key)
@@ -217,15 +213,15 @@ async def apply_decision(
     still at `version`.
 
     A decision without a new state (duplicate, stale) writes only `entry` on payment `key` (whose state
-    the decision was made on is `current`), at the same version check, so the history says "duplicate" only of the state that made it one. Returns the
-    stream entry id (None when the decision has no event); raises `VersionConflict` with the current version and state, so the
-    caller decides again without another read. The write goes with those of the other jobs applying
+    the decision was made on is `current`), at the same version check, so the history says "duplicate"
+    only of the state that made it one. Returns the stream entry id (None when the decision has no
+    event); raises `VersionConflict` with the current version and state, so the caller decides again
+    without another read. The write goes with those of the other jobs applying
     through the same `writer` in the same event-loop turn, in one EVAL.
     """
     state = decision.state
-    written = decision.state.key if decision.state is not None else key
-    known = decision.state or current
-    history = entry_json(entry, decision, written, known) if entry is not None else ""
+    written = state.key if state is not None else key
+    history = entry_json(entry, decision, written, state or current) if entry is not None else ""
     if state is None:
         if entry is None or not key:
             raise ValueError("a decision without a new state or a history entry has nothing to write")
@@ -250,8 +246,8 @@ async def apply_decision(
     if not int(reply[0]):
         raw = reply[2]
         current = decode_state(written, raw) if raw else None
-        raise VersionConflict(written, _text(reply[1]), current)
-    return _text(reply[1]) or None
+        raise VersionConflict(written, text(reply[1]), current)
+    return text(reply[1]) or None
 
 
 _Item = tuple[str, str, str, str, str, str, str, str, str, str, str]

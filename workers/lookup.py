@@ -19,7 +19,7 @@ from core.keys import DAILY_PREFIX, REF_PREFIX, REFS_PREFIX
 from workers.apply import PAYMENT_TTL_S
 from workers.history import REINDEX_AFTER_DAYS, index_bucket, read_entry
 from workers.payment import PAID_PHASES, PaymentState
-from workers.record import decode_state, read_record
+from workers.record import decode_state, read_record, text
 
 _NAMES = {"at": "received_at", "src": "source", "st": "status", "uuid": "trans_uuid", "tid": "trans_id"}
 
@@ -42,10 +42,6 @@ class PaymentRecord:
             "events": self.events,
             "history_dropped": self.dropped,
         }
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _stream_time(stream_id: str) -> str:
@@ -99,16 +95,16 @@ async def indexed_keys(redis: Redis, value: str, now: float | None = None) -> se
         for bucket in buckets:
             pipe.hscan(bucket, 0, match=pattern, count=1000)
         members, *scanned = await pipe.execute()
-    keys = {_text(member) for member in members}
+    keys = {text(member) for member in members}
     for bucket, (cursor, found) in zip(buckets, scanned, strict=True):
         fields = dict(found)
         while cursor:  # a hash too big to be a listpack answers in several parts
             cursor, more = await redis.hscan(bucket, cursor, match=pattern, count=1000)
             fields.update(more)
         for field, key in fields.items():
-            name = _text(field)
+            name = text(field)
             if name == value or name.startswith(f"{value}\n"):
-                keys.add(_text(key))
+                keys.add(text(key))
     return keys
 
 
@@ -162,5 +158,5 @@ async def published_today(redis: Redis, now: float | None = None) -> dict[str, t
     """The events published since midnight UTC, by type: how many, and their paid amounts in cents."""
     day = int((time.time() if now is None else now) // 86400)
     counted: dict[bytes, bytes] = await redis.hgetall(f"{DAILY_PREFIX}{day}")  # type: ignore[misc]  # async client
-    raw = {_text(name): int(value) for name, value in counted.items()}
+    raw = {text(name): int(value) for name, value in counted.items()}
     return {name: (count, raw.get(f"{name}:paid", 0)) for name, count in raw.items() if ":" not in name}

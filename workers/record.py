@@ -207,12 +207,13 @@ class StoredRecord:
         return f"{self.version}\n{self.dropped}\n{self.index_day}\n{self.state}\n{entries}"
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as str: redis-py answers bytes unless the client decodes."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 def parse_record(raw: bytes | str) -> StoredRecord:
-    version, dropped, day, state, history = _text(raw).split("\n", 4)
+    version, dropped, day, state, history = text(raw).split("\n", 4)
     return StoredRecord(version, int(dropped), day, state, history.split("\n")[:-1])
 
 
@@ -234,5 +235,5 @@ async def _read_legacy(redis: Redis, key: str) -> StoredRecord | None:
         (version, state, dropped), history = await pipe.execute()
     if state is None:
         return None
-    entries = [_text(entry) for entry in history]
-    return StoredRecord(_text(version or b"0"), int(dropped or 0), "", _text(state), entries)
+    entries = [text(entry) for entry in history]
+    return StoredRecord(text(version or b"0"), int(dropped or 0), "", text(state), entries)
