@@ -129,8 +129,10 @@ async def enqueue(pool: ArqRedis, settings: Settings, wave: list[Mapping[str, st
     received_at = datetime.now(UTC)
 
     async def one(fields: Mapping[str, str]) -> None:
+        # a request id as the receiver mints one (32 hex digits): every history entry keeps it
+        request_id = f"{random.getrandbits(128):032x}"
         job = QueuedNotification(
-            fields=dict(fields), received_at=received_at, client_ip="192.0.2.1", request_id="b"
+            fields=dict(fields), received_at=received_at, client_ip="192.0.2.1", request_id=request_id
         )
         await pool.enqueue_job(
             PROCESS_NOTIFICATION,
