@@ -1,4 +1,5 @@
-"""The stored payment record: the state's compact form, the previous layout still read, the index days."""
+"""The stored payment record: the state's compact form, the previous layout still read, the index days
+and hashes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from core.keys import HISTORY_PREFIX, PAYMENT_PREFIX, REFS_PREFIX
 from schemas.settings import Settings, ShopConfig
 from tests.notifications import UUID_PAY, UUID_REFUND, notification, queued
 from workers.apply import load_payment
-from workers.history import REINDEX_AFTER_DAYS, index_bucket
+from workers.history import FIRST_FILL, REINDEX_AFTER_DAYS, index_buckets, index_name, key_of_index_name
 from workers.lookup import find_payments
 from workers.payment import PaymentState, Transaction, derive
 from workers.payment_updates import handle_notification
@@ -111,9 +112,10 @@ async def test_a_payment_written_long_after_its_index_day_is_indexed_again(
 ) -> None:
     """Within `REINDEX_AFTER_DAYS` a write keeps the index day; later it moves to the day of the write."""
     today = int(time.time() // 86400)
-    bucket = index_bucket("order-42")
+    bucket, _ = index_buckets("order-42")
+    named = index_name(KEY).encode()
     await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
-    assert await redis.hget(f"{REFS_PREFIX}{today}:{bucket}", "order-42") == KEY.encode()  # type: ignore[misc]  # redis-py types it Awaitable | value
+    assert await redis.hget(f"{REFS_PREFIX}{today}:{bucket}", "order-42") == named  # type: ignore[misc]  # redis-py types it Awaitable | value
     refund = notification("CAPTURED", uuid=UUID_REFUND, operation="CREDIT", source="MERCH_BO")
     later = ((REINDEX_AFTER_DAYS, notification("CAPTURED", source="BATCH")), (REINDEX_AFTER_DAYS + 1, refund))
     for age, fields in later:
@@ -125,7 +127,7 @@ async def test_a_payment_written_long_after_its_index_day_is_indexed_again(
         indexed = today - age if age <= REINDEX_AFTER_DAYS else today
         days = {key.split(b":")[2] for key in await redis.keys(f"{REFS_PREFIX}*")}
         assert days == {str(indexed).encode()}
-        assert await redis.hget(f"{REFS_PREFIX}{indexed}:{bucket}", "order-42") == KEY.encode()  # type: ignore[misc]  # as above
+        assert await redis.hget(f"{REFS_PREFIX}{indexed}:{bucket}", "order-42") == named  # type: ignore[misc]  # as above
         assert [r.payment_key for r in await find_payments(redis, "order-42")] == [KEY]
 
 
@@ -142,3 +144,35 @@ async def test_the_history_names_each_notification_s_transaction_by_its_place_in
     (found,) = await find_payments(redis, KEY)
     uuids = [n["trans_uuid"] for n in found.notifications]
     assert uuids == [UUID_PAY, UUID_REFUND, UUID_PAY, "d" * 32]
+
+
+@given(
+    st.text("0123456789", min_size=1, max_size=8),
+    st.sampled_from(["TEST", "PRODUCTION"]),
+    st.text("aB1:", min_size=1, max_size=12),
+)
+def test_an_index_name_reads_back_as_its_payment_key(shop_id: str, mode: str, rest: str) -> None:
+    """The index names a payment by its mode's initial; a full key (the previous release's) reads as itself."""
+    key = f"{shop_id}:{mode}:{rest}"
+    assert index_name(key) == f"{shop_id}:{mode[0]}:{rest}"
+    assert key_of_index_name(index_name(key)) == key == key_of_index_name(key)
+
+
+async def test_values_overflow_a_full_first_hash_and_are_found_in_either(
+    settings: Settings, shop: ShopConfig, redis: Redis
+) -> None:
+    """A day's first hash takes `FIRST_FILL` values, the rest go to their overflow hash; a lookup reads
+    both, and the previous release's entries (the full key, in what is now the overflow hash)."""
+    today = int(time.time() // 86400)
+    first, overflow = (f"{REFS_PREFIX}{today}:{bucket}" for bucket in index_buckets("order-42"))
+    await redis.hset(first, mapping={f"other-{n}": "1:T:2:3" for n in range(FIRST_FILL)})  # type: ignore[misc]  # redis-py types it Awaitable | int
+    await handle_notification(redis, settings, queued(notification("AUTHORISED"), shop))
+    assert await redis.hlen(first) == FIRST_FILL  # type: ignore[misc]  # as above
+    assert await redis.hget(overflow, "order-42") == index_name(KEY).encode()  # type: ignore[misc]  # as above
+    assert [r.payment_key for r in await find_payments(redis, "order-42")] == [KEY]
+
+    older = "12345678:TEST:20240430:ab12cd"
+    await redis.hset(overflow, "order-42\nabcdef01", older)  # type: ignore[misc]  # as above
+    await redis.set(PAYMENT_PREFIX + older, (await redis.get(PAYMENT_PREFIX + KEY)) or b"", ex=3600)
+    found = [r.payment_key for r in await find_payments(redis, "order-42")]
+    assert found == sorted([KEY, older])

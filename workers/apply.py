@@ -43,17 +43,26 @@ from schemas.job import QueuedNotification
 from schemas.notification import payment_key
 from schemas.settings import Settings
 from workers.decide import Decision
-from workers.history import HISTORY_CAP, REINDEX_AFTER_DAYS, entry_json, parked_entry, refs_of
+from workers.history import (
+    FIRST_FILL,
+    HISTORY_CAP,
+    REINDEX_AFTER_DAYS,
+    entry_json,
+    index_name,
+    parked_entry,
+    refs_of,
+)
 from workers.payment import PaymentState
 from workers.record import RECORD_LUA, decode_state, encode_state, read_record, text
 
 PAYMENT_TTL_S = 120 * 86400
 
 
-# KEYS: stream, sessions, then the record of each item. ARGV: maxlen, ttl s, history cap, then 10 per
+# KEYS: stream, sessions, then the record of each item. ARGV: maxlen, ttl s, history cap, then 11 per
 # item: expected version, state ('' = the state stays: only the history entry is written), event JSON
 # ('' = none), type, shop id, event id, '1' to stop watching the session, payment key, history entry
-# JSON ('' = none), index values (one a line, each after its bucket and a space). Items are applied in
+# JSON ('' = none), index values (one a line, each after its two buckets, `workers.history.refs_of`),
+# the payment's index name. Items are applied in
 # order: a later item on the same payment sees the earlier one's write. An event published also counts
 # in the day's figures (`cvco:daily:<day>`, core.keys).
 # Returns, per item, {1, stream id or ''} or {0, current version, current state}.
@@ -64,7 +73,7 @@ local cap = tonumber(ARGV[3])
 local today = math.floor(tonumber(redis.call('TIME')[1]) / 86400)
 local replies = {}
 for i = 3, #KEYS do
-  local a = (i - 3) * 10 + 3
+  local a = (i - 3) * 11 + 3
   local key = KEYS[i]
   local rec = load(key)
   local current = rec and rec.v or '0'
@@ -93,24 +102,32 @@ for i = 3, #KEYS do
       local kept_until = (rec.day + """
     + str(REINDEX_AFTER_DAYS + 1)
     + """) * 86400 + tonumber(ttl)
+      local named = ARGV[a + 11]
       for line in string.gmatch(ARGV[a + 10], '[^\\n]+') do
-        local bucket = '"""
+        local day = '"""
     + REFS_PREFIX
-    + """' .. rec.day .. ':' .. string.sub(line, 1, 4)
-        local value = string.sub(line, 6)
-        local first = redis.call('HGET', bucket, value)
-        if not first then
-          redis.call('HSET', bucket, value, payment)
-        elseif first ~= payment then
+    + """' .. rec.day .. ':'
+        local first, bucket = day .. string.sub(line, 1, 4), day .. string.sub(line, 6, 9)
+        local value = string.sub(line, 11)
+        -- the value's first hash while it has room (or already names this payment), else its overflow one
+        if redis.call('HGET', first, value) == named or redis.call('HLEN', first) < """
+    + str(FIRST_FILL)
+    + """ then
+          bucket = first
+        end
+        local found = redis.call('HGET', bucket, value)
+        if not found then
+          redis.call('HSET', bucket, value, named)
+        elseif found ~= named then
           -- another payment of the same value: its own field, so a write never walks the others
-          local field = value .. '\\n' .. string.sub(redis.sha1hex(payment), 1, 8)
-          local named = redis.call('HGET', bucket, field)
-          if named and named ~= payment then
-            field = value .. '\\n' .. payment
-            named = redis.call('HGET', bucket, field)
+          local field = value .. '\\n' .. string.sub(redis.sha1hex(named), 1, 8)
+          local other = redis.call('HGET', bucket, field)
+          if other and other ~= named then
+            field = value .. '\\n' .. named
+            other = redis.call('HGET', bucket, field)
           end
-          if not named then
-            redis.call('HSET', bucket, field, payment)
+          if not other then
+            redis.call('HSET', bucket, field, named)
           end
         end
         redis.call('EXPIREAT', bucket, kept_until)
@@ -225,7 +242,7 @@ async def apply_decision(
     if state is None:
         if entry is None or not key:
             raise ValueError("a decision without a new state or a history entry has nothing to write")
-        item: _Item = (PAYMENT_PREFIX + key, version, "", "", "", "", "", "", key, history, "")
+        item: _Item = (PAYMENT_PREFIX + key, version, "", "", "", "", "", "", key, history, "", "")
     else:
         event = decision.event
         watch_done = state.phase not in (None, "pending")
@@ -241,6 +258,7 @@ async def apply_decision(
             state.key,
             history,
             refs_of(state, entry or {}),
+            index_name(state.key),
         )
     reply = await writer.submit(item, received)
     if not int(reply[0]):
@@ -250,8 +268,8 @@ async def apply_decision(
     return text(reply[1]) or None
 
 
-_Item = tuple[str, str, str, str, str, str, str, str, str, str, str]
-"""The record's key, then the script's 10 arguments of one compare-and-set."""
+_Item = tuple[str, str, str, str, str, str, str, str, str, str, str, str]
+"""The record's key, then the script's 11 arguments of one compare-and-set."""
 
 
 class StateWriter:

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from core.keys import DAILY_PREFIX, REF_PREFIX, REFS_PREFIX
 from workers.apply import PAYMENT_TTL_S
-from workers.history import REINDEX_AFTER_DAYS, index_bucket, read_entry
+from workers.history import REINDEX_AFTER_DAYS, index_buckets, key_of_index_name, read_entry
 from workers.payment import PAID_PHASES, PaymentState
 from workers.record import decode_state, read_record, text
 
@@ -88,7 +88,8 @@ async def indexed_keys(redis: Redis, value: str, now: float | None = None) -> se
     """The payment keys the index names for `value` exactly, over every index day still kept."""
     today = int((time.time() if now is None else now) // 86400)
     days = PAYMENT_TTL_S // 86400 + REINDEX_AFTER_DAYS + 1
-    buckets = [f"{REFS_PREFIX}{day}:{index_bucket(value)}" for day in range(today - days, today + 1)]
+    hashes = index_buckets(value)
+    buckets = [f"{REFS_PREFIX}{day}:{bucket}" for day in range(today - days, today + 1) for bucket in hashes]
     pattern = _glob(value) + "*"
     async with redis.pipeline(transaction=False) as pipe:
         pipe.smembers(REF_PREFIX + value)  # the previous release's index
@@ -104,7 +105,7 @@ async def indexed_keys(redis: Redis, value: str, now: float | None = None) -> se
         for field, key in fields.items():
             name = text(field)
             if name == value or name.startswith(f"{value}\n"):
-                keys.add(text(key))
+                keys.add(key_of_index_name(text(key)))
     return keys
 
 
