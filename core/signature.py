@@ -23,7 +23,7 @@ SignatureVerdict = Literal["valid", "mismatch", "no_key"]
 def signed_string(fields: Mapping[str, str], key: str) -> str:
     """The `+`-joined values of every `vads_` field, sorted by name in byte order, then the key."""
     # str ordering is code-point ordering, identical to UTF-8 byte ordering, which is what the platform uses.
-    values = [value for name, value in sorted(fields.items()) if name.startswith("vads_")]
+    values = [fields[name] for name in sorted(fields) if name.startswith("vads_")]
     values.append(key)
     return "+".join(values)
 
