@@ -107,15 +107,15 @@ for i = 3, #KEYS do
         local day = '"""
     + REFS_PREFIX
     + """' .. rec.day .. ':'
-        local first, bucket = day .. string.sub(line, 1, 4), day .. string.sub(line, 6, 9)
-        local value = string.sub(line, 11)
+        local bucket, value = day .. string.sub(line, 1, 4), string.sub(line, 11)
         -- the value's first hash while it has room (or already names this payment), else its overflow one
-        if redis.call('HGET', first, value) == named or redis.call('HLEN', first) < """
+        local found = redis.call('HGET', bucket, value)
+        if found ~= named and redis.call('HLEN', bucket) >= """
     + str(FIRST_FILL)
     + """ then
-          bucket = first
+          bucket = day .. string.sub(line, 6, 9)
+          found = redis.call('HGET', bucket, value)
         end
-        local found = redis.call('HGET', bucket, value)
         if not found then
           redis.call('HSET', bucket, value, named)
         elseif found ~= named then
