@@ -1,5 +1,6 @@
 """The arq adapter: its one-round-trip job claim keeps arq's rules (one start per job, never a job running
-elsewhere, never a deferred one), and an arq upgrade that moves what it relies on fails here first."""
+elsewhere, never a deferred one), its batched finish leaves what arq's own leaves, and an arq upgrade that
+moves what it relies on fails here first."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.version import VERSION as ARQ_VERSION
-from arq.worker import Worker, func
+from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.redis_connection import HiredisPackingConnection
+from schemas.job import loads
 from schemas.settings import Settings
 from tests.conftest import free_port
 from workers.arq_adapter import ClaimingWorker
-from workers.worker import build_worker
+from workers.worker import build_worker, worker_options
 
 JOB = "count_start"
 
@@ -101,12 +103,69 @@ async def test_the_worker_pool_packs_commands_with_hiredis_and_still_runs_jobs(
     assert len(starts) == 20
 
 
+async def _ending(ctx: dict[str, Any], label: str) -> str:
+    """A job that ends as its label says: `boom...` fails, `again...` is retried once, the rest succeed."""
+    if label.startswith("boom"):
+        raise ValueError(label)
+    if label.startswith("again") and ctx["job_try"] == 1:
+        raise Retry(defer=0)
+    return label
+
+
+async def _ends_left(
+    worker_class: type[Worker], pool: ArqRedis, redis: Redis, settings: Settings, tag: str
+) -> dict[str, Any]:
+    """Run jobs of each ending (ids prefixed with `tag`) through a burst worker of `worker_class`; each key
+    left in the database (tag removed) with its type, whether it expires, and for a result what it says."""
+    labels = [f"ok-{index}" for index in range(20)] + ["boom-1", "again-1"]
+    for label in labels:
+        await pool.enqueue_job("ending", label, _job_id=tag + label, _queue_name=settings.queue_name)
+    options = worker_options(settings, cron_jobs=[], burst=True, poll_delay=0, handle_signals=False)
+    worker = worker_class(**{**options, "functions": [func(_ending, name="ending", max_tries=3)]})
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    left: dict[str, Any] = {}
+    async for raw in redis.scan_iter(match=f"*{tag}*"):
+        name = raw.decode()
+        kind, ttl = (await redis.type(name)).decode(), await redis.pttl(name)
+        found: tuple[Any, ...] = (kind, 0 < ttl <= 60_000)
+        if name.startswith("arq:result:"):  # arq's result record: success, result, try
+            result = loads(await redis.get(name))
+            found += (result["s"], str(result["r"]), result["t"])
+        left[name.replace(tag, "")] = found
+    return left
+
+
+async def test_a_batched_finish_leaves_what_arqs_own_finish_leaves(
+    pool: ArqRedis, redis: Redis, settings: Settings
+) -> None:
+    """Succeeded, failed and retried jobs: the same keys, lifetimes and results after a `ClaimingWorker`
+    (finishing jobs together in one script call) as after arq's stock `Worker`."""
+    stock = await _ends_left(Worker, pool, redis, settings, "stock-")
+    claiming = await _ends_left(ClaimingWorker, pool, redis, settings, "claiming-")
+    assert claiming == stock
+    assert len(stock) == 22 and stock["arq:result:again-1"][2:] == (True, "again-1", 2)
+    assert stock["arq:result:boom-1"][2] is False and stock["arq:result:ok-7"] == (
+        "string",
+        True,
+        True,
+        "ok-7",
+        1,
+    )
+    assert await redis.zcard(settings.queue_name) == 0
+
+
 async def test_arq_still_has_what_the_adapter_relies_on(settings: Settings) -> None:
     """arq 0.28's claim step and the counters around it, as `ClaimingWorker.start_jobs` uses them: an
     upgrade that changes any of them must be read against workers/arq_adapter.py before it lands."""
     assert ARQ_VERSION.startswith("0.28."), f"arq {ARQ_VERSION}: re-check workers/arq_adapter.py"
     assert list(inspect.signature(Worker.start_jobs).parameters) == ["self", "job_ids"]
     assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"]
+    assert list(inspect.signature(Worker.finish_job).parameters) == list(
+        inspect.signature(ClaimingWorker.finish_job).parameters
+    )
     worker = build_worker(settings, cron_jobs=[], burst=True, handle_signals=False)
     assert isinstance(worker.sem, asyncio.Semaphore)
     assert (worker.job_counter, worker.tasks) == (0, {})
