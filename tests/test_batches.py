@@ -45,12 +45,18 @@ async def test_a_batch_is_sent_in_order_and_each_reply_still_reaches_its_submitt
     assert replies == [6, 2, 4]
 
 
-async def test_items_submitted_while_a_call_is_in_flight_wait_and_go_together_in_the_next() -> None:
-    recorder = Recorder()
+async def _first_call_held(recorder: Recorder) -> tuple[Batcher[int, int], asyncio.Task[int]]:
+    """A batcher whose first call, carrying item 1, is in flight and held until `recorder.gate` opens."""
     recorder.gate.clear()
     batcher = Batcher(recorder.send)
     first = asyncio.create_task(batcher.submit(1))
     await recorder.called.wait()
+    return batcher, first
+
+
+async def test_items_submitted_while_a_call_is_in_flight_wait_and_go_together_in_the_next() -> None:
+    recorder = Recorder()
+    batcher, first = await _first_call_held(recorder)
     later = [asyncio.create_task(batcher.submit(2))]
     await asyncio.sleep(0)  # a later turn
     later.append(asyncio.create_task(batcher.submit(3)))
@@ -71,11 +77,7 @@ async def test_a_failed_call_fails_every_item_of_its_batch_and_the_next_batch_is
 
 
 async def test_at_shutdown_items_in_flight_or_waiting_are_cancelled_not_left_hanging() -> None:
-    recorder = Recorder()
-    recorder.gate.clear()
-    batcher = Batcher(recorder.send)
-    in_flight = asyncio.create_task(batcher.submit(1))
-    await recorder.called.wait()
+    batcher, in_flight = await _first_call_held(Recorder())
     waiting = asyncio.create_task(batcher.submit(2))
     await asyncio.sleep(0)
     for task in asyncio.all_tasks() - {asyncio.current_task(), in_flight, waiting}:
