@@ -278,7 +278,6 @@ class StateWriter:
 
     A worker makes one at start-up and its jobs share it (`ctx["state_writer"]`). A batch is applied in
     order of receipt time; a conflict is answered per item, so its job decides again as it would alone.
-    One EVAL per event-loop turn, rather than one per job, was worth ~10 % of a worker's throughput.
     """
 
     def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
