@@ -113,14 +113,16 @@ async def _ending(ctx: dict[str, Any], label: str) -> str:
 
 
 async def _ends_left(
-    worker_class: type[Worker], pool: ArqRedis, redis: Redis, settings: Settings, tag: str
+    worker_class: type[Worker], pool: ArqRedis, redis: Redis, settings: Settings, tag: str, keep_result: int
 ) -> dict[str, Any]:
     """Run jobs of each ending (ids prefixed with `tag`) through a burst worker of `worker_class`; each key
     left in the database (tag removed) with its type, whether it expires, and for a result what it says."""
     labels = [f"ok-{index}" for index in range(20)] + ["boom-1", "again-1"]
     for label in labels:
         await pool.enqueue_job("ending", label, _job_id=tag + label, _queue_name=settings.queue_name)
-    options = worker_options(settings, cron_jobs=[], burst=True, poll_delay=0, handle_signals=False)
+    options = worker_options(
+        settings, cron_jobs=[], burst=True, poll_delay=0, handle_signals=False, keep_result=keep_result
+    )
     worker = worker_class(**{**options, "functions": [func(_ending, name="ending", max_tries=3)]})
     try:
         await worker.main()
@@ -143,8 +145,8 @@ async def test_a_batched_finish_leaves_what_arqs_own_finish_leaves(
 ) -> None:
     """Succeeded, failed and retried jobs: the same keys, lifetimes and results after a `ClaimingWorker`
     (finishing jobs together in one script call) as after arq's stock `Worker`."""
-    stock = await _ends_left(Worker, pool, redis, settings, "stock-")
-    claiming = await _ends_left(ClaimingWorker, pool, redis, settings, "claiming-")
+    stock = await _ends_left(Worker, pool, redis, settings, "stock-", keep_result=60)
+    claiming = await _ends_left(ClaimingWorker, pool, redis, settings, "claiming-", keep_result=60)
     assert claiming == stock
     assert len(stock) == 22 and stock["arq:result:again-1"][2:] == (True, "again-1", 2)
     assert stock["arq:result:boom-1"][2] is False and stock["arq:result:ok-7"] == (
@@ -154,6 +156,15 @@ async def test_a_batched_finish_leaves_what_arqs_own_finish_leaves(
         "ok-7",
         1,
     )
+    assert await redis.zcard(settings.queue_name) == 0
+
+
+async def test_with_no_result_kept_a_batched_finish_leaves_nothing_as_arqs_own(
+    pool: ArqRedis, redis: Redis, settings: Settings
+) -> None:
+    stock = await _ends_left(Worker, pool, redis, settings, "stock-", keep_result=0)
+    claiming = await _ends_left(ClaimingWorker, pool, redis, settings, "claiming-", keep_result=0)
+    assert claiming == stock == {}
     assert await redis.zcard(settings.queue_name) == 0
 
 

@@ -16,7 +16,8 @@ kept forever, still goes through arq's own `finish_job`.
 
 Measured gain (tests/perf/bench_worker.py, same runs): the claim, 2026-12-02: a no-op job drains at 1.5-2.3x
 the rate of arq's stock `Worker`; the notification job reaches 98-118 % of that stock no-op with it,
-59-80 % without. The finish, 2026-12-07: the notification job from 76 % to 83 % of the stock no-op.
+59-80 % without. The finish, 2026-12-07: the notification job from 70-79 % of that stock no-op to 67-88 %
+(medians of the runs 73 % and 82 %; the README's benchmark section has the runs).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class ClaimingWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        if not finish or keep_in_progress is not None or keep_result_forever:  # a retry, or kept forever
+        if not finish or keep_in_progress is not None or keep_result_forever or result_timeout_s is None:
+            # a retry or a reschedule, or a result kept for good: arq's own MULTI
             await super().finish_job(
                 job_id,
                 finish,
@@ -147,7 +149,7 @@ class ClaimingWorker(Worker):
         if self._finishing is None:
             self._finish = self.pool.register_script(_FINISH)
             self._finishing = Batcher(self._finish_all)
-        await self._finishing.submit((job_id, result_data or b"", to_ms(result_timeout_s or 0)))
+        await self._finishing.submit((job_id, result_data or b"", to_ms(result_timeout_s)))
 
     async def _finish_all(self, batch: list[_Finished]) -> list[None]:
         assert self._finish is not None  # registered with the batcher
