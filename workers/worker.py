@@ -2,9 +2,9 @@
 
 `worker_options(settings)` returns the flat keyword arguments of `arq.worker.Worker` (arq ignores
 inherited class attributes, so there is no base class to subclass); `build_worker(settings, **overrides)`
-makes the worker, a `ClaimingWorker` (arq's, with a one-round-trip job claim: workers/arq_adapter.py),
-on arq's client over the shared connection set-up (`redis_pool=`). Stock arq workers stay compatible on
-the same queue.
+makes the worker, a `ClaimingWorker` (arq's, claiming and starting the jobs of a poll in one round trip
+and ending them together: workers/arq_adapter.py), on arq's client over the shared connection set-up
+(`redis_pool=`). Stock arq workers stay compatible on the same queue.
 
 `worker_options` registers `process_notification` (workers/payment_updates.py) wrapped in the
 retry-or-park policy (workers/failures.py), and adds the cron jobs of workers/monitoring.py
@@ -35,7 +35,7 @@ from workers.payment_updates import process_notification
 log = structlog.get_logger("cvco.worker")
 
 KEEP_RESULT_S = 60
-"""Kept although it costs a SET (in arq's finishing MULTI, no extra round trip): while a result lives, arq
+"""Kept although it costs a SET (in the finishing script, no extra round trip): while a result lives, arq
 refuses an identical job id, so the receiver collapses an exact resend without a job, and the demo waits on
 result keys. Without it a resend would run again and end as a `duplicate` (no event): safe, but a job.
 What it holds is the job's outcome, never the notification (`dump_result`)."""

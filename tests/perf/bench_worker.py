@@ -4,8 +4,8 @@
    processing (re-verify, decide, Lua apply, XADD, failure wrapper, summary log line), versus N no-op
    jobs with the same payload and options on arq's stock `Worker`, on the same Redis in the same run.
    Target: >= 80 % of that no-op. Also printed: the no-op on our worker class (same options and
-   per-function limits, no failure wrapper: it is part of our processing), which claims and finishes
-   jobs in fewer round trips (workers/arq_adapter.py). The three runs are repeated --rounds times,
+   per-function limits, no failure wrapper: it is part of our processing), which claims, starts and
+   finishes jobs in fewer round trips (workers/arq_adapter.py). The three runs are repeated --rounds times,
    interleaved, and the median ratios reported (a shared machine).
 2. End to end: `cvco-ipn serve` and `cvco-ipn worker` as subprocesses, notifications POSTed at RATE/s for
    a few seconds; latency = stream entry time (its id, Redis clock) - POST start. Target p99 <= 100 ms.
@@ -314,7 +314,7 @@ def main() -> None:
     print(
         f"process_notification, median of {args.rounds} rounds: {statistics.median(stock):.0%} of the no-op on "
         f"arq's stock Worker (target >= 80 %), {statistics.median(same_class):.0%} of the no-op on our worker "
-        "class (whose claim and finish cost fewer round trips a job)"
+        "class (whose claim, start and finish cost fewer round trips a job)"
     )
     latencies, answered, cpu_ms = uvloop.run(end_to_end(args.rate, args.seconds, args.workers))
     p50, p99 = _percentiles(latencies)
