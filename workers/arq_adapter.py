@@ -361,22 +361,16 @@ class ClaimingWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        if not finish or keep_in_progress is not None or keep_result_forever or result_timeout_s is None:
-            # a retry or a reschedule, or a result kept for good: arq's own MULTI
-            await super().finish_job(
-                job_id,
-                finish,
-                result_data,
-                result_timeout_s,
-                keep_result_forever,
-                incr_score,
-                keep_in_progress,
-            )
+        if finish and keep_in_progress is None and not keep_result_forever and result_timeout_s is not None:
+            if self._finishing is None:
+                self._finish = self.pool.register_script(_FINISH)
+                self._finishing = Batcher(self._finish_all)
+            await self._finishing.submit((job_id, result_data or b"", to_ms(result_timeout_s)))
             return
-        if self._finishing is None:
-            self._finish = self.pool.register_script(_FINISH)
-            self._finishing = Batcher(self._finish_all)
-        await self._finishing.submit((job_id, result_data or b"", to_ms(result_timeout_s)))
+        # a retry or a reschedule, or a result kept for good: arq's own MULTI
+        await super().finish_job(
+            job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
+        )
 
     async def _finish_all(self, batch: list[_Finished]) -> list[None]:
         assert self._finish is not None  # registered with the batcher
