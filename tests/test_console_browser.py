@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from console.app import create_console_app
@@ -68,10 +68,19 @@ def text(driver: webdriver.Chrome, element_id: str) -> str:
 
 
 def follow(driver: webdriver.Chrome, element: WebElement) -> None:
-    """Click a link or a button, then wait until the page it leads to has replaced this one."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    """Click a link or a button, then wait until the page it leads to has replaced this one and loaded.
+
+    The page being left is marked, and the wait is for a loaded page without the mark: asked while the
+    browser swaps documents, Chromium can answer neither "stale" nor the new page, only a passing error
+    about the old node, which the wait asks again past.
+    """
+    driver.execute_script("document.documentElement.dataset.left = 'yes'")
     element.click()
-    WebDriverWait(driver, 10).until(staleness_of(page))
+    WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda _: driver.execute_script(
+            "return document.readyState === 'complete' && !document.documentElement.dataset.left"
+        )
+    )
 
 
 def submit(driver: webdriver.Chrome, form_action: str, **inputs: str) -> None:
