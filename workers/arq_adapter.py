@@ -15,9 +15,9 @@ each job's data and try; a claim still excludes any other worker, stock arq ones
 `ClaimingWorker.run_job` is arq's `run_job` copied as it is (arq is MIT-licensed, (c) Samuel Colvin and
 contributors), but for that opening MULTI: arq has no hook between the two, and that MULTI alone cost
 36-42 % of the notification job's CPU. A test compares the copy with arq's, statement by statement. arq
-then ends each finished job with a MULTI of its own; `_FINISH` makes the same writes for all the jobs that finished
-meanwhile (`workers.batches.Batcher`), atomically. A job retried or rescheduled, or a result kept forever,
-still goes through arq's own `finish_job`.
+then ends each finished job with a MULTI of its own; `_FINISH` makes the same writes for all the jobs that
+finished meanwhile (`workers.batches.Batcher`), atomically. A job retried or rescheduled, or a result kept
+forever, still goes through arq's own `finish_job`.
 
 Measured gain (tests/perf/bench_worker.py, the notification job against a no-op on arq's stock `Worker` in
 the same run; the README's benchmark section has the runs): the claim alone, 2026-12-02, from 59-80 % to
@@ -102,7 +102,7 @@ _Finished = tuple[str, bytes, int]
 
 class ClaimingWorker(Worker):
     """arq's `Worker`, claiming and starting the jobs of a poll in one Lua call and finishing the jobs that
-    end together in another; in between, arq's `run_job`."""
+    end together in another; in between, arq's `run_job`, copied without its opening MULTI."""
 
     _claim: AsyncScript | None = None
     _finish: AsyncScript | None = None
